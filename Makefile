@@ -1,0 +1,54 @@
+# mailferry: build, test and demo on a Debian machine.
+#   make demo   builds mailferry and runs a migration, backup and restore on local servers
+#   make test   runs the whole test suite, real Dovecot included
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+SWIFT ?= swift
+SWIFT_BUILD_FLAGS ?=
+# Debian packages the build, the tests and the demo need.
+APT_PACKAGES := libarchive-dev pkg-config dovecot-imapd dovecot-pop3d openssl zstd xz-utils python3 ca-certificates
+
+.PHONY: all deps build release test demo bench install uninstall clean fuzz fuzz-imap fuzz-pop3 man completions
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "make deps: installing$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+	  echo "make deps: these Debian packages are missing:$$missing" >&2; \
+	  echo "make deps: run as root, or:  sudo apt-get install$$missing" >&2; \
+	  exit 1; \
+	fi
+
+build: deps
+	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
+
+test: deps
+	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
+	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
+
+demo: release
+	@bash scripts/demo.sh
+
+bench: release
+	@bash scripts/bench.sh
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/mailferry" $(DESTDIR)$(PREFIX)/bin/mailferry
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/mailferry
+
+clean:
+	rm -rf .build

@@ -1,0 +1,289 @@
+/// The few headers mailferry needs from a message: for identity fallbacks
+/// (Message-ID + Date + From) and for a POP3 message's INTERNALDATE (the first
+/// `Received:` date, else `Date:`).
+public struct HeaderSummary: Hashable, Sendable, Codable {
+    /// The Message-ID with surrounding white space and comments removed, angle brackets kept.
+    public var messageID: String?
+    /// The raw `Date:` value, unfolded.
+    public var dateRaw: String?
+    public var date: InternalDate?
+    /// The raw `From:` value, unfolded.
+    public var from: String?
+    /// The date after the last `;` of the first (topmost) `Received:` header.
+    public var firstReceivedDate: InternalDate?
+
+    public init(messageID: String? = nil, dateRaw: String? = nil, date: InternalDate? = nil,
+                from: String? = nil, firstReceivedDate: InternalDate? = nil) {
+        self.messageID = messageID
+        self.dateRaw = dateRaw
+        self.date = date
+        self.from = from
+        self.firstReceivedDate = firstReceivedDate
+    }
+
+    /// The fallback identity for destinations that rewrite messages: present
+    /// only when Message-ID exists (a message without one is never merged by headers).
+    public var fallbackIdentity: String? {
+        guard let id = messageID, !id.isEmpty else { return nil }
+        return [id, dateRaw ?? "", from ?? ""].joined(separator: "\u{1F}")
+    }
+
+    /// The INTERNALDATE a message without one gets, and where it came from.
+    public func impliedInternalDate(downloadedAt: InternalDate) -> (InternalDate, DateSource) {
+        if let r = firstReceivedDate { return (r, .received) }
+        if let d = date { return (d, .dateHeader) }
+        return (downloadedAt, .downloadTime)
+    }
+}
+
+/// Reads the header block of a message: unfolds continuation lines, accepts
+/// CRLF, bare LF and 8-bit bytes, tolerates a missing blank line, and stops
+/// at the body. Feed it chunks; it never needs more than the header block.
+///
+///     header-field = field-name ":" unstructured CRLF   ; RFC 5322 §2.2
+///     field-name   = 1*ftext                            ; printable US-ASCII except ":"
+///     folding      = CRLF 1*WSP
+public struct HeaderReader: Sendable {
+    /// Header blocks larger than this are cut off; the rest is treated as body.
+    public static let maxHeaderBytes = 256 * 1024
+
+    private var line: [UInt8] = []
+    private var field: [UInt8]? = nil
+    private var consumed = 0
+    public private(set) var isComplete = false
+    public private(set) var summary = HeaderSummary()
+
+    public init() {}
+
+    /// Reads a whole message held in memory.
+    public static func read<Bytes: Sequence>(_ bytes: Bytes) -> HeaderSummary where Bytes.Element == UInt8 {
+        var r = HeaderReader()
+        r.feed(bytes)
+        return r.finish()
+    }
+
+    /// Feeds the next bytes. Returns true once the header block has ended and
+    /// further input is not needed.
+    @discardableResult
+    public mutating func feed<Bytes: Sequence>(_ bytes: Bytes) -> Bool where Bytes.Element == UInt8 {
+        if isComplete { return true }
+        for b in bytes {
+            consumed += 1
+            if consumed > Self.maxHeaderBytes {
+                endLine()
+                completeField()
+                isComplete = true
+                return true
+            }
+            if b == 0x0A {
+                endLine()
+                if isComplete { return true }
+            } else {
+                line.append(b)
+            }
+        }
+        return false
+    }
+
+    /// Ends input (for a message that is all header) and returns what was found.
+    public mutating func finish() -> HeaderSummary {
+        if !isComplete {
+            if !line.isEmpty { endLine() }
+            completeField()
+            isComplete = true
+        }
+        return summary
+    }
+
+    private mutating func endLine() {
+        var l = line
+        line.removeAll(keepingCapacity: true)
+        if l.last == 0x0D { l.removeLast() }
+        if l.isEmpty {
+            completeField()
+            isComplete = true
+            return
+        }
+        if l[0] == 0x20 || l[0] == 0x09 {
+            // Continuation of the current field (unfolding keeps the WSP).
+            if field != nil { field!.append(contentsOf: l) }
+            return
+        }
+        completeField()
+        if l.contains(UInt8(ascii: ":")) {
+            field = l
+        } else if summary == HeaderSummary() && !l.starts(with: Array("From ".utf8)) && !l.starts(with: Array(">From ".utf8)) {
+            // Not a header line and nothing seen yet except perhaps an mbox
+            // separator: a message with no header at all. Everything is body.
+            isComplete = true
+        } else if !(l.starts(with: Array("From ".utf8)) || l.starts(with: Array(">From ".utf8))) {
+            // A line that is not a header ends the block (missing separator).
+            isComplete = true
+        }
+    }
+
+    private mutating func completeField() {
+        guard let f = field else { return }
+        field = nil
+        guard let colon = f.firstIndex(of: UInt8(ascii: ":")) else { return }
+        let name = String(decoding: f[..<colon], as: UTF8.self).trimmingASCIIWhitespace().lowercased()
+        let value = Array(f[(colon + 1)...])
+        switch name {
+        case "message-id":
+            if summary.messageID == nil {
+                let v = HeaderReader.decodeLossy(value).trimmingASCIIWhitespace()
+                summary.messageID = HeaderReader.extractMessageID(v)
+            }
+        case "date":
+            if summary.dateRaw == nil {
+                let v = HeaderReader.decodeLossy(value).trimmingASCIIWhitespace()
+                summary.dateRaw = v
+                summary.date = RFC5322Date.parse(v)
+            }
+        case "from":
+            if summary.from == nil {
+                summary.from = HeaderReader.decodeLossy(value).trimmingASCIIWhitespace()
+            }
+        case "received":
+            if summary.firstReceivedDate == nil, !receivedSeen {
+                receivedSeen = true
+                let v = HeaderReader.decodeLossy(value)
+                if let semi = v.lastIndex(of: ";") {
+                    summary.firstReceivedDate = RFC5322Date.parse(String(v[v.index(after: semi)...]))
+                }
+            }
+        default:
+            break
+        }
+    }
+
+    private var receivedSeen = false
+
+    /// Bytes as UTF-8, with invalid sequences replaced; header values are only
+    /// compared and shown, never written back.
+    static func decodeLossy(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `<id@host>` from a value that may carry comments or junk around it.
+    static func extractMessageID(_ v: String) -> String? {
+        if let open = v.firstIndex(of: "<"), let close = v[open...].firstIndex(of: ">") {
+            let id = String(v[open...close])
+            return id.count > 2 ? id : nil
+        }
+        let t = v.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init)
+        return (t?.isEmpty ?? true) ? nil : t
+    }
+}
+
+extension String {
+    func trimmingASCIIWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\r" || f == "\n" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\r" || l == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+/// RFC 5322 §3.3 dates, with the obsolete forms of §4.3 that real mail uses:
+/// optional day name, 2- and 3-digit years, missing seconds, named zones
+/// (UT, GMT, EST...), military zones, comments, and a missing zone (-0000).
+///
+///     date-time = [ day-of-week "," ] date time [CFWS]
+///     date      = day month year
+///     time      = time-of-day zone
+///     zone      = ("+" / "-") 4DIGIT / obs-zone
+public enum RFC5322Date {
+    static let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    static let zones: [String: Int] = [
+        "ut": 0, "utc": 0, "gmt": 0, "z": 0,
+        "est": -300, "edt": -240, "cst": -360, "cdt": -300,
+        "mst": -420, "mdt": -360, "pst": -480, "pdt": -420,
+        "cet": 60, "cest": 120, "met": 60, "mest": 120, "bst": 60, "eet": 120, "eest": 180,
+        "jst": 540, "ist": 330, "hkt": 480, "aest": 600, "aedt": 660,
+    ]
+
+    public static func parse(_ raw: String) -> InternalDate? {
+        // Drop comments, turn separators into spaces.
+        var cleaned = ""
+        var depth = 0
+        for ch in raw {
+            if ch == "(" { depth += 1; cleaned.append(" "); continue }
+            if ch == ")" { if depth > 0 { depth -= 1 }; cleaned.append(" "); continue }
+            if depth > 0 { continue }
+            cleaned.append(ch == "," || ch == "\t" || ch == "\r" || ch == "\n" ? " " : ch)
+        }
+        var tokens = cleaned.split(separator: " ").map { String($0) }
+        guard !tokens.isEmpty else { return nil }
+        // Optional day name ("Tue" or "Tuesday").
+        let dayNames = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        if let first = tokens.first, first.count >= 3, first.allSatisfy(\.isLetter),
+           dayNames.contains(String(first.lowercased().prefix(3))) {
+            tokens.removeFirst()
+        }
+        guard tokens.count >= 3 else { return nil }
+        var day: Int?
+        var month: Int?
+        var idx = 0
+        // "1 Jul 2003" or "Jul 1 2003" (asctime-ish).
+        if let d = Int(tokens[0]) {
+            day = d
+            month = monthIndex(tokens[1])
+            idx = 2
+        } else if let m = monthIndex(tokens[0]), let d = Int(tokens[1]) {
+            month = m
+            day = d
+            idx = 2
+        } else if tokens[0].contains("-") {
+            // "01-Jul-2003"
+            let parts = tokens[0].split(separator: "-").map(String.init)
+            guard parts.count == 3 else { return nil }
+            day = Int(parts[0])
+            month = monthIndex(parts[1])
+            tokens.replaceSubrange(0...0, with: [parts[2]])
+            idx = 0
+            return finish(day: day, month: month, tokens: Array(tokens[idx...]))
+        }
+        return finish(day: day, month: month, tokens: Array(tokens[idx...]))
+    }
+
+    private static func finish(day: Int?, month: Int?, tokens: [String]) -> InternalDate? {
+        guard let day, let month, !tokens.isEmpty else { return nil }
+        var t = tokens
+        var yearTok: String
+        var timeTok: String
+        // asctime puts the year last: "Jul 1 10:52:37 2003".
+        if t[0].contains(":"), t.count >= 2, Int(t[1]) != nil {
+            timeTok = t[0]
+            yearTok = t[1]
+            t.removeFirst(2)
+        } else {
+            yearTok = t[0]
+            guard t.count >= 2 else { return nil }
+            timeTok = t[1]
+            t.removeFirst(2)
+        }
+        guard var year = Int(yearTok) else { return nil }
+        if yearTok.count <= 2 { year += year < 50 ? 2000 : 1900 } else if yearTok.count == 3 { year += 1900 }
+        let hms = timeTok.split(separator: ":").map { Int($0) }
+        guard hms.count >= 2, hms.allSatisfy({ $0 != nil }) else { return nil }
+        let h = hms[0]!, mi = hms[1]!, s = hms.count > 2 ? hms[2]! : 0
+        var zone = 0
+        if let z = t.first {
+            if let sign = z.first, sign == "+" || sign == "-", z.count >= 5, let v = Int(z.dropFirst().prefix(4)) {
+                zone = (sign == "-" ? -1 : 1) * (v / 100 * 60 + v % 100)
+            } else if let v = zones[z.lowercased()] {
+                zone = v
+            } else if z.count == 1, let c = z.lowercased().first, c.isLetter {
+                zone = 0  // military zones are unreliable (RFC 5322 §4.3): treat as -0000
+            }
+        }
+        return InternalDate.from(year: year, month: month, day: day, hour: h, minute: mi, second: s, zoneMinutes: zone)
+    }
+
+    private static func monthIndex(_ s: String) -> Int? {
+        let l = s.lowercased()
+        guard l.count >= 3 else { return nil }
+        return months.firstIndex(of: String(l.prefix(3))).map { $0 + 1 }
+    }
+}

@@ -1,0 +1,149 @@
+@preconcurrency import Crypto
+
+/// A message's identity: the SHA-256 of its bytes after every line ending has
+/// been normalised to CRLF (a bare LF becomes CRLF; CRLF and lone CR are kept).
+///
+/// The key is what state, catalogs and reports use to say "the same message".
+/// UIDs, UIDLs and file names are only caches that lead to it.
+public struct MessageKey: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
+    /// The 32 digest bytes.
+    public let bytes: [UInt8]
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 32 else { return nil }
+        self.bytes = bytes
+    }
+
+    /// Parses 64 lower- or upper-case hex digits.
+    public init?(hex: String) {
+        let utf8 = Array(hex.utf8)
+        guard utf8.count == 64 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(32)
+        var i = 0
+        while i < 64 {
+            guard let hi = Self.nibble(utf8[i]), let lo = Self.nibble(utf8[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        self.bytes = out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// 64 lower-case hex digits.
+    public var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(64)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public var description: String { hex }
+
+    /// The first 12 hex digits, for logs and progress lines.
+    public var short: String { String(hex.prefix(12)) }
+
+    public static func < (lhs: MessageKey, rhs: MessageKey) -> Bool {
+        lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        let s = try c.decode(String.self)
+        guard let k = MessageKey(hex: s) else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "not a 64-digit hex message key")
+        }
+        self = k
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(hex)
+    }
+
+    /// The key of a whole message held in memory.
+    public static func of<Bytes: Sequence>(_ bytes: Bytes) -> MessageKey where Bytes.Element == UInt8 {
+        var h = MessageHasher()
+        h.update(bytes)
+        return h.finalize()
+    }
+}
+
+/// Computes a `MessageKey` incrementally, chunk by chunk, normalising line
+/// endings on the way. Also counts the raw bytes and the normalised bytes, so
+/// a caller that streams a message learns its size for free.
+public struct MessageHasher: @unchecked Sendable {
+    private var sha = SHA256()
+    private var lastWasCR = false
+    private var scratch: [UInt8] = []
+    /// Bytes fed in, as they were.
+    public private(set) var rawCount: Int64 = 0
+    /// Bytes hashed, after LF -> CRLF normalisation.
+    public private(set) var normalizedCount: Int64 = 0
+
+    public init() {}
+
+    public mutating func update(_ buffer: UnsafeRawBufferPointer) {
+        guard !buffer.isEmpty else { return }
+        rawCount += Int64(buffer.count)
+        // Fast path: no LF that lacks its CR means the chunk hashes as it is.
+        var start = 0
+        var prevCR = lastWasCR
+        var i = 0
+        let n = buffer.count
+        while i < n {
+            let b = buffer[i]
+            if b == 0x0A && !prevCR {
+                // Hash everything before the bare LF, then CRLF.
+                if i > start {
+                    sha.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[start..<i]))
+                    normalizedCount += Int64(i - start)
+                }
+                Self.crlf.withUnsafeBytes { sha.update(bufferPointer: $0) }
+                normalizedCount += 2
+                start = i + 1
+            }
+            prevCR = (b == 0x0D)
+            i += 1
+        }
+        if n > start {
+            sha.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[start..<n]))
+            normalizedCount += Int64(n - start)
+        }
+        lastWasCR = prevCR
+    }
+
+    public mutating func update<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
+        if let done: Void = bytes.withContiguousStorageIfAvailable({ self.update(UnsafeRawBufferPointer($0)) }) {
+            return done
+        }
+        let array = Array(bytes)
+        array.withUnsafeBytes { self.update($0) }
+    }
+
+    public func finalize() -> MessageKey {
+        let digest = sha.finalize()
+        // SHA-256 always yields 32 bytes, so the failable init cannot fail here.
+        return MessageKey(uncheckedDigest: Array(digest))
+    }
+
+    private static let crlf: [UInt8] = [0x0D, 0x0A]
+}
+
+extension MessageKey {
+    fileprivate init(uncheckedDigest: [UInt8]) {
+        self.bytes = uncheckedDigest
+    }
+}

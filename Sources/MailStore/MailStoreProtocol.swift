@@ -1,0 +1,169 @@
+import MailModel
+import NIOCore
+
+/// What a store can do. A POP3 store has one folder, no flags and no append;
+/// a Maildir tree can do everything but track changes by MODSEQ.
+public struct StoreCapabilities: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// More than one folder, and a hierarchy.
+    public static let folders = StoreCapabilities(rawValue: 1 << 0)
+    /// Folders can be created.
+    public static let createFolders = StoreCapabilities(rawValue: 1 << 1)
+    /// Messages can be appended.
+    public static let append = StoreCapabilities(rawValue: 1 << 2)
+    /// System flags are kept.
+    public static let flags = StoreCapabilities(rawValue: 1 << 3)
+    /// Keywords are kept (see `StoreCapabilities` of the folder for refusals).
+    public static let keywords = StoreCapabilities(rawValue: 1 << 4)
+    /// INTERNALDATE is kept on append.
+    public static let internalDate = StoreCapabilities(rawValue: 1 << 5)
+    /// Messages can be deleted.
+    public static let delete = StoreCapabilities(rawValue: 1 << 6)
+    /// Flags can be changed after append.
+    public static let setFlags = StoreCapabilities(rawValue: 1 << 7)
+    /// `listMessages(changedSince:)` returns only changes (CONDSTORE/QRESYNC).
+    public static let changeTracking = StoreCapabilities(rawValue: 1 << 8)
+    /// Message ids stay valid across sessions while `FolderValidity.uidValidity` holds.
+    public static let persistentIDs = StoreCapabilities(rawValue: 1 << 9)
+    /// Appends report the new message's id (IMAP UIDPLUS, Maildir file name).
+    public static let appendReturnsID = StoreCapabilities(rawValue: 1 << 10)
+    /// The store may rewrite messages on append (then verification falls back to headers).
+    public static let rewritesMessages = StoreCapabilities(rawValue: 1 << 11)
+
+    public static let localTree: StoreCapabilities = [.folders, .createFolders, .append, .flags, .keywords,
+                                                      .internalDate, .delete, .setFlags, .persistentIDs, .appendReturnsID]
+
+    public var description: String {
+        let names: [(StoreCapabilities, String)] = [
+            (.folders, "folders"), (.createFolders, "createFolders"), (.append, "append"), (.flags, "flags"),
+            (.keywords, "keywords"), (.internalDate, "internalDate"), (.delete, "delete"), (.setFlags, "setFlags"),
+            (.changeTracking, "changeTracking"), (.persistentIDs, "persistentIDs"),
+            (.appendReturnsID, "appendReturnsID"), (.rewritesMessages, "rewritesMessages"),
+        ]
+        return names.filter { contains($0.0) }.map(\.1).joined(separator: ",")
+    }
+}
+
+/// How a listing is asked for.
+public struct ListOptions: Sendable, Hashable {
+    /// Also read Message-ID, Date, From and the first Received date of each
+    /// message (IMAP: BODY.PEEK[HEADER.FIELDS (...)]; POP3: TOP n 0).
+    public var includeHeaders: Bool
+    /// Only what changed since this MODSEQ, when the store has `.changeTracking`
+    /// and the folder's UIDVALIDITY still equals `changedSince.uidValidity`.
+    public var changedSince: FolderValidity?
+
+    public init(includeHeaders: Bool = false, changedSince: FolderValidity? = nil) {
+        self.includeHeaders = includeHeaders
+        self.changedSince = changedSince
+    }
+}
+
+/// A message to append.
+public struct AppendRequest: Sendable, Hashable {
+    public var flags: Flags
+    public var internalDate: InternalDate?
+    /// The key, when the caller already knows it (stores may use it to name files).
+    public var key: MessageKey?
+
+    public init(flags: Flags = [], internalDate: InternalDate? = nil, key: MessageKey? = nil) {
+        self.flags = flags
+        self.internalDate = internalDate
+        self.key = key
+    }
+}
+
+/// What a confirmed append left behind.
+public struct AppendResult: Sendable, Hashable {
+    /// The new message's id, when the store reports it (APPENDUID, file name).
+    public var id: MessageID?
+    /// The folder's UIDVALIDITY the id belongs to.
+    public var uidValidity: UInt64?
+    /// The key of the bytes as they were sent.
+    public var key: MessageKey
+    /// Bytes sent.
+    public var size: Int64
+    /// Keywords the store refused; the message went through without them.
+    public var droppedFlags: [Flag]
+
+    public init(id: MessageID?, uidValidity: UInt64? = nil, key: MessageKey, size: Int64, droppedFlags: [Flag] = []) {
+        self.id = id
+        self.uidValidity = uidValidity
+        self.key = key
+        self.size = size
+        self.droppedFlags = droppedFlags
+    }
+}
+
+/// An append whose bytes have been handed over but whose confirmation may
+/// still be on its way (IMAP pipelining). Await `result()` to learn the outcome.
+public struct PendingAppend: Sendable {
+    private let wait: @Sendable () async throws -> AppendResult
+
+    public init(_ wait: @escaping @Sendable () async throws -> AppendResult) { self.wait = wait }
+    public static func done(_ r: AppendResult) -> PendingAppend { PendingAppend { r } }
+
+    public func result() async throws -> AppendResult { try await wait() }
+}
+
+/// How `setFlags` changes flags.
+public enum FlagChange: Sendable, Hashable {
+    case replace, add, remove
+}
+
+/// One mailbox interface for every kind of store. The operations follow what
+/// the transfer engine needs, not any one wire protocol.
+///
+/// Errors are `MailError`s carrying their scope (message, folder, account).
+/// A store instance is used by one task at a time unless it says otherwise;
+/// parallel workers open one store (one connection) each.
+public protocol MailStore: AnyObject, Sendable {
+    /// The store's URL, safe to print.
+    var location: StoreLocation { get }
+    var capabilities: StoreCapabilities { get }
+
+    /// Every folder, with counts where cheap.
+    func folders() async throws -> [FolderInfo]
+
+    /// Creates a folder and any missing parents. Succeeds if it already exists.
+    func createFolder(_ path: FolderPath) async throws
+
+    /// The messages of a folder, with ids, sizes, flags and dates.
+    func listMessages(in folder: FolderPath, options: ListOptions) async throws -> FolderListing
+
+    /// Streams the given messages in order. `handler` is called once per
+    /// message that still exists and must consume (or may abandon) the body
+    /// before returning; unread bytes are skipped. Returns the ids that no
+    /// longer exist.
+    func fetchMessages(
+        _ ids: [MessageID], in folder: FolderPath,
+        _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void
+    ) async throws -> [MessageID]
+
+    /// Appends one message. Returns once the body has been consumed; the
+    /// confirmation may arrive later (pipelining). Call it again before
+    /// awaiting the previous result to keep several appends in flight.
+    func append(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend
+
+    /// Changes flags of messages.
+    func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws
+
+    /// Deletes messages. POP3 marks them and commits only on `close()`.
+    func delete(_ ids: [MessageID], in folder: FolderPath) async throws
+
+    /// Ends the session cleanly (IMAP LOGOUT, POP3 QUIT which commits deletes,
+    /// file handles closed). A store that is not closed commits nothing pending.
+    func close() async throws
+}
+
+extension MailStore {
+    public func listMessages(in folder: FolderPath) async throws -> FolderListing {
+        try await listMessages(in: folder, options: ListOptions())
+    }
+
+    func unsupported(_ what: String) -> MailError {
+        MailError(.unsupported, scope: .account, "\(location) cannot \(what)")
+    }
+}

@@ -1,0 +1,2 @@
+import MailferryCLI
+await Mailferry.main()

@@ -1,0 +1,3 @@
+import Testing
+@testable import IMAPClient
+@Test func placeholder() {}

@@ -1,0 +1,3 @@
+import Testing
+@testable import MailNet
+@Test func placeholder() {}

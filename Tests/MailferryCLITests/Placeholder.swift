@@ -1,0 +1,3 @@
+import Testing
+@testable import MailferryCLI
+@Test func placeholder() {}

@@ -1,0 +1,3 @@
+import Testing
+@testable import POP3Client
+@Test func placeholder() {}

@@ -1,0 +1,3 @@
+import Testing
+@testable import POP3Core
+@Test func placeholder() {}
