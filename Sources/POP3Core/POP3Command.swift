@@ -73,7 +73,7 @@ public enum POP3Command: Hashable, Sendable, CustomStringConvertible {
             guard !s.utf8.contains(where: { $0 == POP3Bytes.cr || $0 == POP3Bytes.lf || $0 == 0 }) else {
                 throw POP3ParseError("\(what) must not contain CR, LF or NUL")
             }
-            guard spaces || !s.isEmpty && !s.utf8.contains(POP3Bytes.sp) else {
+            guard !s.isEmpty, spaces || !s.utf8.contains(POP3Bytes.sp) else {
                 throw POP3ParseError("\(what) must be one non-empty word")
             }
             return s
@@ -90,7 +90,7 @@ public enum POP3Command: Hashable, Sendable, CustomStringConvertible {
             let mech = try arg(m, "SASL mechanism")
             guard let ir else { return "AUTH \(mech)" }
             return "AUTH \(mech) \(ir.isEmpty ? "=" : try arg(ir, "SASL initial response"))"
-        case .saslResponse(let r): return try arg(r, "SASL response", spaces: true)
+        case .saslResponse(let r): return r.isEmpty ? "" : try arg(r, "SASL response")
         case .saslCancel: return "*"
         case .capa: return "CAPA"
         case .stls: return "STLS"

@@ -1,5 +1,3 @@
-import MailModel
-
 /// The server sent bytes that do not follow the POP3 grammar, or that would
 /// make the parser hold more than its bounds allow. A partial buffer is never
 /// an error: the parser returns nil ("need more bytes") instead.
@@ -9,11 +7,6 @@ public struct POP3ParseError: Error, Sendable, Equatable, CustomStringConvertibl
     public init(_ message: String) { self.message = message }
 
     public var description: String { "POP3 protocol error: \(message)" }
-
-    /// The error as the rest of mailferry sees it (the connection is unusable).
-    public var mailError: MailError {
-        MailError(.protocolViolation, scope: .account, retryable: true, "POP3 server sent a malformed reply: \(message)")
-    }
 }
 
 /// Limits that keep the parser's memory bounded whatever the server sends.

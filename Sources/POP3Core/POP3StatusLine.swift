@@ -81,7 +81,7 @@ public struct POP3StatusLine: Hashable, Sendable, CustomStringConvertible {
     /// A short, printable rendering of unexpected input for error messages.
     static func preview<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         let shown = bytes.prefix(40).map { b -> String in
-            (b >= 0x20 && b < 0x7F) ? String(UnicodeScalar(b)) : String(format: "\\x%02X", b)
+            (b >= 0x20 && b < 0x7F) ? String(UnicodeScalar(b)) : "\\x" + String(b, radix: 16, uppercase: true)
         }.joined()
         return "\"" + shown + (bytes.count > 40 ? "…" : "") + "\""
     }
