@@ -57,7 +57,8 @@ let package = Package(
             swiftSettings: swift6),
         .target(
             name: "POP3Client",
-            dependencies: ["POP3Core", "MailNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["POP3Core", "MailNet", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swift6),
         // libarchive, found through pkg-config.
         .systemLibrary(
