@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "MailStore",
             dependencies: [
-                "MailModel", "IMAPClient", "POP3Client",
+                "MailModel", "IMAPClient", "POP3Client", "MailNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
