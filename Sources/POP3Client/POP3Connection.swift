@@ -513,14 +513,9 @@ public final class POP3Connection: @unchecked Sendable {
         }
         try await refill(0)
         for i in 0..<commands.count {
-            let s: POP3StatusLine
-            do { s = try await status(for: commands[i]) } catch {
-                throw error
-            }
+            let s = try await status(for: commands[i])
             // This reply is being read: the next command may go out now.
-            do { try await refill(sent - i - 1) } catch {
-                throw error
-            }
+            try await refill(sent - i - 1)
             let kind = commands[i].responseKind
             let stream = (s.isOK && (kind == .multiLineStream || kind == .multiLineLines)) ? POP3MessageStream(self) : nil
             do {
@@ -529,9 +524,7 @@ public final class POP3Connection: @unchecked Sendable {
             } catch {
                 // Keep the session in step: the rest of this reply and the
                 // replies already asked for are skipped later.
-                if let stream, !stream.isFinished {
-                    do { try await stream.drain() } catch { throw error }
-                }
+                if let stream, !stream.isFinished { try await stream.drain() }
                 unreadReplies.append(contentsOf: commands[(i + 1)..<sent].map(\.responseKind))
                 throw error
             }
