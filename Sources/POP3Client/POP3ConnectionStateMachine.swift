@@ -15,18 +15,19 @@ import POP3Core
 public struct POP3ConnectionStateMachine: Sendable {
     public struct Configuration: Sendable {
         public var host: String
+        public var port: Int
         public var responseTimeout: Duration
-        /// Buffered events at which socket reads stop, and below which they resume.
+        /// Parsed events buffered at which socket reads stop; they resume
+        /// when the consumer takes them (it takes all buffered at once).
         public var highWatermark: Int
-        public var lowWatermark: Int
         public var limits: POP3ParserLimits
 
-        public init(host: String, responseTimeout: Duration, highWatermark: Int = 16, lowWatermark: Int = 4,
+        public init(host: String, port: Int = 0, responseTimeout: Duration, highWatermark: Int = 16,
                     limits: POP3ParserLimits = POP3ParserLimits()) {
             self.host = host
+            self.port = port
             self.responseTimeout = responseTimeout
             self.highWatermark = max(1, highWatermark)
-            self.lowWatermark = min(max(0, lowWatermark), max(1, highWatermark) - 1)
             self.limits = limits
         }
     }
