@@ -43,6 +43,23 @@ struct STLSScriptedTests {
         await server.stop()
     }
 
+    @Test func endlessGreetingLineFailsWithBoundedMemory() async throws {
+        let server = try await ScriptedServer.start([
+            .send("+OK "),
+            .sendRepeated(Array(repeating: UInt8(ascii: "x"), count: 4096), count: 4096), // 16 MB, no line end
+            .stall,
+        ])
+        let settings = ConnectionSettings(host: "127.0.0.1", port: server.port, tls: .none,
+                                          connectTimeout: .seconds(5), responseTimeout: .seconds(10))
+        await #expect {
+            _ = try await POP3Connection.connect(settings: settings, credentials: .password(user: "alice", "pw"), logger: testLogger)
+        } throws: { e in
+            guard let e = e as? MailError else { return false }
+            return e.kind == .protocolViolation && e.message.contains("longer than")
+        }
+        await server.stop()
+    }
+
     @Test func stlsNotOfferedIsRefusedBeforeAnyPassword() async throws {
         let server = try await ScriptedServer.start([
             .sendLine("+OK ready"),
