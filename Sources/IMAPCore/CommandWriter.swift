@@ -42,8 +42,21 @@ public struct CommandWriter: Sendable {
     public internal(set) var buffer = ByteBuffer()
     public internal(set) var finishedParts: [ByteBuffer] = []
     public let options: EncodingOptions
+    /// Writing a server response: literals are plain `{n}` and never split.
+    let serverSide: Bool
 
-    public init(options: EncodingOptions) { self.options = options }
+    public init(options: EncodingOptions) {
+        self.options = options
+        self.serverSide = false
+    }
+
+    /// A writer for server responses (fake servers, round-trip tests).
+    static func forResponse() -> CommandWriter { CommandWriter(options: EncodingOptions(), serverSide: true) }
+
+    private init(options: EncodingOptions, serverSide: Bool) {
+        self.options = options
+        self.serverSide = serverSide
+    }
 
     public mutating func writeString(_ s: String) { buffer.writeString(s) }
     public mutating func writeBytes(_ b: [UInt8]) { buffer.writeBytes(b) }
@@ -99,6 +112,10 @@ public struct CommandWriter: Sendable {
     /// before sending what follows. Returns true when synchronising.
     @discardableResult
     public mutating func writeLiteralHeader(size: Int64, binary: Bool) -> Bool {
+        if serverSide {
+            buffer.writeString((binary ? "~{" : "{") + String(size) + "}\r\n")
+            return false
+        }
         let nonSync = options.nonSynchronizing(size: size)
         buffer.writeString((binary ? "~{" : "{") + String(size) + (nonSync ? "+}" : "}") + "\r\n")
         if !nonSync {

@@ -35,7 +35,7 @@ public enum FetchAttribute: Hashable, Sendable {
         case .gmailThreadID(let n): out.writeString("X-GM-THRID \(n)")
         case .gmailLabels(let l):
             out.writeString("X-GM-LABELS (")
-            var w = CommandWriter(options: .init(literalPlus: false))
+            var w = CommandWriter.forResponse()
             for (i, label) in l.enumerated() {
                 if i > 0 { w.writeString(" ") }
                 w.writeAString(Array(label.utf8))

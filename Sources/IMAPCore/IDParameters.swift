@@ -14,7 +14,7 @@ public struct IDParameters: Hashable, Sendable {
         var key: String?
         _ = try c.parenthesized { c -> Int in
             if let k = key {
-                fields[k] = try c.nstring().map { String(decoding: $0, as: UTF8.self) }
+                fields.updateValue(try c.nstring().map { String(decoding: $0, as: UTF8.self) }, forKey: k)
                 key = nil
             } else {
                 key = String(decoding: try c.string(), as: UTF8.self)

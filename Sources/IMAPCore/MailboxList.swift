@@ -64,7 +64,7 @@ public struct MailboxListItem: Hashable, Sendable {
         } else {
             out.writeString("NIL ")
         }
-        var w = CommandWriter(options: .init(literalPlus: false))
+        var w = CommandWriter.forResponse()
         name.write(to: &w)
         out.writeBuffer(&w.buffer)
         if !extended.isEmpty {

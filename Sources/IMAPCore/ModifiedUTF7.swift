@@ -77,7 +77,8 @@ public enum ModifiedUTF7 {
                     raw.append(UInt8((bits >> UInt32(nbits)) & 0xFF))
                 }
             }
-            guard raw.count % 2 == 0, !raw.isEmpty else { return nil }
+            // Leftover bits must be zero padding of less than one base64 digit.
+            guard raw.count % 2 == 0, !raw.isEmpty, nbits < 6, bits & ((1 << UInt32(nbits)) - 1) == 0 else { return nil }
             var units: [UInt16] = []
             for j in stride(from: 0, to: raw.count, by: 2) { units.append(UInt16(raw[j]) << 8 | UInt16(raw[j + 1])) }
             var decoded = ""

@@ -83,7 +83,7 @@ extension UntaggedResponse {
         case .lsub(let l): out.writeString("LSUB "); l.write(to: &out)
         case .status(let m, let s):
             out.writeString("STATUS ")
-            var w = CommandWriter(options: .init(literalPlus: false))
+            var w = CommandWriter.forResponse()
             m.write(to: &w)
             out.writeBuffer(&w.buffer)
             out.writeString(" ")
@@ -98,7 +98,7 @@ extension UntaggedResponse {
         case .enabled(let c): out.writeString("ENABLED"); Capability.writeList(c, to: &out)
         case .id(let p):
             out.writeString("ID ")
-            var w = CommandWriter(options: .init(literalPlus: false))
+            var w = CommandWriter.forResponse()
             p.write(to: &w)
             out.writeBuffer(&w.buffer)
         case .namespace(let n): n.write(to: &out)
