@@ -143,3 +143,27 @@ extension JSONDecoder {
     #expect(dst.messages(in: FolderPath("Old/Work")!).count == 2)
     #expect(dst.messages(in: deep).isEmpty)
 }
+
+@Test func mirrorsFollowFlagChangesAndDeletionsOfWhatTheyCopied() async throws {
+    let src = MemoryServer(kind: .imap, name: "src")
+    for n in 1...4 { src.add(makeMessage(n), flags: [.seen]) }
+    let dst = MemoryServer(kind: .imap, name: "mirror")
+    dst.add(makeMessage(100))  // not ours: never deleted
+    let state = MemoryStateStore()
+    let options = MigrationOptions(propagateFlags: true, propagateDeletions: true)
+    _ = try await job(src, dst, state: state, options: options).run()
+    #expect(dst.messages(in: .inbox).count == 5)
+
+    // On the source: one message flagged, one deleted, one new.
+    let ms = src.messages(in: .inbox)
+    src.removeMessage(uid: ms[1].uid, from: .inbox)
+    let s = src.makeStore()
+    try await s.setFlags([.seen, .flagged], .replace, for: [MessageID(String(ms[0].uid))], in: .inbox)
+    src.add(makeMessage(5))
+    let report = try await job(src, dst, state: state, options: options).run()
+    #expect(report.exitCode == 0)
+    let got = dst.messages(in: .inbox)
+    #expect(Set(got.map(\.key)) == Set(src.messages(in: .inbox).map(\.key) + [MessageKey.of(makeMessage(100))]))
+    #expect(got.first { $0.key == ms[0].key }?.flags == [.seen, .flagged])
+    #expect(report.totals.deleted == 1 && report.totals.flagsSet == 1 && report.totals.copied == 1)
+}
