@@ -1,0 +1,207 @@
+import Foundation
+import MailModel
+
+/// What the tar holds: a Maildir tree or mboxrd files.
+public enum ArchiveFormat: String, Sendable, Codable, CaseIterable, Hashable {
+    case maildir, mbox
+}
+
+/// How folders, flags and messages are named inside a volume.
+///
+/// Maildir layout (one Maildir per folder, "fs" layout):
+///
+///     INBOX/cur/1700000000.M42K0123456789ab.mailferry,S=1234:2,FS
+///     Archive/2024/cur/...
+///     Archive/2024/dovecot-keywords
+///
+/// mbox layout (one mboxrd file per folder and volume, so extracting every
+/// volume in order never overwrites a file):
+///
+///     INBOX/v000003.mbox
+///     Archive/2024/v000003.mbox
+enum VolumeLayout {
+    /// A folder component as a file name: UTF-8 kept, `%` `/` `\` and
+    /// control bytes percent-escaped, as are a leading `.` and the names
+    /// `cur`, `new`, `tmp` (which would collide with a Maildir's own dirs).
+    static func escapeComponent(_ c: String) -> String {
+        let bytes = Array(c.utf8)
+        let reserved = ["cur", "new", "tmp"].contains(c)
+        var result = [UInt8]()
+        for (i, b) in bytes.enumerated() {
+            let mustEscape = b < 0x20 || b == 0x7F || b == UInt8(ascii: "%") || b == UInt8(ascii: "/")
+                || b == UInt8(ascii: "\\") || b == UInt8(ascii: ":") || (i == 0 && (b == UInt8(ascii: ".") || reserved))
+            if mustEscape {
+                result.append(contentsOf: Array(String(format: "%%%02X", b).utf8))
+            } else {
+                result.append(b)
+            }
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    static func unescapeComponent(_ s: String) -> String? {
+        let b = Array(s.utf8)
+        var out = [UInt8]()
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "%") {
+                guard i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+                out.append(v)
+                i += 3
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    static func folderDirectory(_ folder: FolderPath) -> String {
+        folder.components.map(escapeComponent).joined(separator: "/")
+    }
+
+    /// Maildir info letters for the system flags, sorted as Maildir requires.
+    static func maildirInfo(_ flags: Flags, keywordLetters: [String: Character]) -> String {
+        var letters: [Character] = []
+        if flags.contains(.draft) { letters.append("D") }
+        if flags.contains(.flagged) { letters.append("F") }
+        if flags.contains(.answered) { letters.append("R") }
+        if flags.contains(.seen) { letters.append("S") }
+        if flags.contains(.deleted) { letters.append("T") }
+        for k in flags.keywords {
+            if let l = keywordLetters[k.name.lowercased()] { letters.append(l) }
+        }
+        return "2," + String(letters.sorted())
+    }
+
+    static func maildirEntry(folder: FolderPath, messageRow: Int64, key: MessageKey, size: Int64,
+                             date: Int64, flags: Flags, keywordLetters: [String: Character]) -> String {
+        let base = "\(max(date, 0)).M\(messageRow)K\(key.short).mailferry,S=\(size)"
+        return "\(folderDirectory(folder))/cur/\(base):\(maildirInfo(flags, keywordLetters: keywordLetters))"
+    }
+
+    static func mboxEntry(folder: FolderPath, volumeStem: String) -> String {
+        "\(folderDirectory(folder))/\(volumeStem).mbox"
+    }
+
+    /// `From MAILER-DAEMON Thu Nov 21 10:00:00 2026` (asctime, UTC), with LF.
+    static func mboxFromLine(_ date: Int64) -> [UInt8] {
+        let d = InternalDate(secondsSinceEpoch: date, zoneMinutes: 0)
+        let c = d.civil
+        // 1970-01-01 was a Thursday.
+        var days = date / 86_400
+        if date < 0 && date % 86_400 != 0 { days -= 1 }
+        let wd = Int(((days % 7) + 7 + 4) % 7)
+        let wdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let s = String(format: "From MAILER-DAEMON %@ %@ %2d %02d:%02d:%02d %04d\n",
+                       wdays[wd], months[c.month - 1], c.day, c.hour, c.minute, c.second, c.year)
+        return Array(s.utf8)
+    }
+
+    /// `Status:`/`X-Status:`/`X-Keywords:` lines that mutt, Dovecot and
+    /// Python's `mailbox` read flags from. Written before the message in mbox
+    /// volumes; the catalog's offset points past them, so a restore is byte-exact.
+    static func mboxStatusHeaders(_ flags: Flags) -> [UInt8] {
+        var s = "Status: " + (flags.contains(.seen) ? "RO" : "O") + "\n"
+        var x = ""
+        if flags.contains(.answered) { x += "A" }
+        if flags.contains(.flagged) { x += "F" }
+        if flags.contains(.draft) { x += "T" }
+        if flags.contains(.deleted) { x += "D" }
+        if !x.isEmpty { s += "X-Status: \(x)\n" }
+        let kw = flags.keywords.filter(\.isValidKeyword).map(\.name)
+        if !kw.isEmpty { s += "X-Keywords: \(kw.joined(separator: " "))\n" }
+        return Array(s.utf8)
+    }
+}
+
+/// mboxrd quoting, streaming: a line that matches `>*From ` gets one more `>`.
+/// Keeps O(1) state whatever the line length.
+struct MboxrdQuoter {
+    private var atLineStart = true
+    private var gtCount = 0
+    private var fromMatched = 0   // bytes of "From " matched after the `>` run
+    private var inPrefix = false
+    private static let from: [UInt8] = Array("From ".utf8)
+
+    /// Quotes `input`, appending to `out`.
+    mutating func quote(_ input: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        for b in input {
+            if atLineStart { inPrefix = true; atLineStart = false; gtCount = 0; fromMatched = 0 }
+            if inPrefix {
+                if fromMatched == 0 && b == UInt8(ascii: ">") { gtCount += 1; continue }
+                if b == Self.from[fromMatched] {
+                    fromMatched += 1
+                    if fromMatched == Self.from.count {
+                        out.append(UInt8(ascii: ">"))
+                        flushPrefix(into: &out)
+                    }
+                    continue
+                }
+                flushPrefix(into: &out)
+            }
+            out.append(b)
+            if b == 0x0A { atLineStart = true }
+        }
+    }
+
+    private mutating func flushPrefix(into out: inout [UInt8]) {
+        out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: gtCount))
+        out.append(contentsOf: Self.from[0..<fromMatched])
+        gtCount = 0
+        fromMatched = 0
+        inPrefix = false
+    }
+
+    /// Ends the message: emits anything held back.
+    mutating func finish(into out: inout [UInt8]) {
+        if inPrefix { flushPrefix(into: &out) }
+        atLineStart = true
+    }
+}
+
+/// The inverse: a line matching `>+From ` loses one `>`.
+struct MboxrdUnquoter {
+    private var atLineStart = true
+    private var gtCount = 0
+    private var fromMatched = 0
+    private var inPrefix = false
+    private static let from: [UInt8] = Array("From ".utf8)
+
+    mutating func unquote(_ input: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        for b in input {
+            if atLineStart { inPrefix = true; atLineStart = false; gtCount = 0; fromMatched = 0 }
+            if inPrefix {
+                if fromMatched == 0 && b == UInt8(ascii: ">") { gtCount += 1; continue }
+                if b == Self.from[fromMatched] {
+                    fromMatched += 1
+                    if fromMatched == Self.from.count {
+                        out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: max(gtCount - 1, 0)))
+                        out.append(contentsOf: Self.from)
+                        gtCount = 0
+                        fromMatched = 0
+                        inPrefix = false
+                    }
+                    continue
+                }
+                flushPrefix(into: &out)
+            }
+            out.append(b)
+            if b == 0x0A { atLineStart = true }
+        }
+    }
+
+    private mutating func flushPrefix(into out: inout [UInt8]) {
+        out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: gtCount))
+        out.append(contentsOf: Self.from[0..<fromMatched])
+        gtCount = 0
+        fromMatched = 0
+        inPrefix = false
+    }
+
+    mutating func finish(into out: inout [UInt8]) {
+        if inPrefix { flushPrefix(into: &out) }
+        atLineStart = true
+    }
+}
