@@ -127,10 +127,11 @@ final class VolumeBuilder {
     private func ensureDirectories(for folder: FolderPath) throws {
         if !folders.contains(folder) { folders.append(folder) }
         guard format == .maildir else { return }
+        let comps = VolumeLayout.maildirComponents(folder)
         var paths: [String] = []
-        for a in folder.ancestors + [folder] { paths.append(VolumeLayout.folderDirectory(a)) }
-        let dir = VolumeLayout.folderDirectory(folder)
-        paths += ["\(dir)/cur", "\(dir)/new", "\(dir)/tmp"]
+        for i in 0..<comps.count { paths.append(comps[0...i].joined(separator: "/")) }
+        let dir = comps.joined(separator: "/")
+        paths += ["cur", "new", "tmp"].map { VolumeLayout.join(dir, $0) }
         for p in paths where !directories.contains(p) {
             try writer.addDirectory(p, mtime: now)
             directories.insert(p)
@@ -176,7 +177,8 @@ final class VolumeBuilder {
                     return "\(idx) \(kv.key)\n"
                 }.joined()
                 for f in folders {
-                    try writer.addFile("\(VolumeLayout.folderDirectory(f))/dovecot-keywords", bytes: Array(lines.utf8), mtime: now)
+                    try writer.addFile(VolumeLayout.join(VolumeLayout.folderDirectory(f), "dovecot-keywords"),
+                                       bytes: Array(lines.utf8), mtime: now)
                 }
             }
         case .mbox:
@@ -185,13 +187,13 @@ final class VolumeBuilder {
                 guard let m = mbox[f] else { continue }
                 let path = VolumeLayout.mboxEntry(folder: f, volumeStem: stem)
                 // Parent directories first, so they are 0700 when extracted.
-                var parent = f.parent
-                var parents: [String] = []
-                while let p = parent { parents.insert(VolumeLayout.folderDirectory(p), at: 0); parent = p.parent }
-                parents.append(VolumeLayout.folderDirectory(f))
-                for p in parents where !directories.contains(p) {
-                    try writer.addDirectory(p, mtime: now)
-                    directories.insert(p)
+                let comps = VolumeLayout.folderDirectory(f, format: .mbox).split(separator: "/").map(String.init)
+                for i in 0..<comps.count {
+                    let p = comps[0...i].joined(separator: "/")
+                    if !directories.contains(p) {
+                        try writer.addDirectory(p, mtime: now)
+                        directories.insert(p)
+                    }
                 }
                 m.rewind()
                 try writer.addFile(path, size: m.size, mtime: m.latestDate) { try m.read(into: $0) }
@@ -345,7 +347,7 @@ final class VolumeMessageReader {
                                     "volume \(volumeName), entry \(entry.path): size \(entry.size) does not match the catalog's \(r.size)")
                 }
                 currentQueue = q
-            } else if !entry.path.hasSuffix("/dovecot-keywords") {
+            } else if entry.path != "dovecot-keywords" && !entry.path.hasSuffix("/dovecot-keywords") {
                 unknownEntries.append(entry.path)
             }
         }

@@ -8,28 +8,39 @@ public enum ArchiveFormat: String, Sendable, Codable, CaseIterable, Hashable {
 
 /// How folders, flags and messages are named inside a volume.
 ///
-/// Maildir layout (one Maildir per folder, "fs" layout):
+/// Maildir layout: the tree `MaildirStore` writes (Dovecot `LAYOUT=fs`), so
+/// extracting every volume in order into one directory gives a tree that
+/// `maildir:DIR`, Dovecot, mutt and Python's `mailbox` read:
 ///
-///     INBOX/cur/1700000000.M42K0123456789ab.mailferry,S=1234:2,FS
-///     Archive/2024/cur/...
-///     Archive/2024/dovecot-keywords
+///     cur/1700000000.M42K0123456789ab.mailferry,S=1234:2,FS     INBOX
+///     dovecot-keywords                                            INBOX's keyword letters
+///     Archive/2024/cur/...                                        folder "Archive/2024"
+///     INBOX/Lists/cur/...                                         folder "INBOX/Lists"
 ///
-/// mbox layout (one mboxrd file per folder and volume, so extracting every
-/// volume in order never overwrites a file):
+/// Keyword letters (`a`…`z`) are fixed archive-wide, so every volume's
+/// `dovecot-keywords` agrees with the older ones and holds all letters known
+/// when it was written (a later volume's file overwrites an earlier one).
+///
+/// mbox layout: one mboxrd file per folder and volume, so extracting every
+/// volume in order never overwrites a file:
 ///
 ///     INBOX/v000003.mbox
 ///     Archive/2024/v000003.mbox
 enum VolumeLayout {
-    /// A folder component as a file name: UTF-8 kept, `%` `/` `\` and
-    /// control bytes percent-escaped, as are a leading `.` and the names
-    /// `cur`, `new`, `tmp` (which would collide with a Maildir's own dirs).
-    static func escapeComponent(_ c: String) -> String {
+    /// A folder component as a file name, by the rule of the local stores
+    /// (`FolderNameEscaping` in MailStore): UTF-8 kept; `%`, `/` and control
+    /// bytes written `%XX`; a leading `.` escaped; the first byte of names the
+    /// Maildir itself uses (`cur`, `new`, `tmp`, `maildirfolder`,
+    /// `subscriptions`, `dovecot*`) escaped. In mbox volumes a `.mbox` suffix
+    /// also has its `.` escaped, so no folder can collide with a volume file.
+    static func escapeComponent(_ c: String, mbox: Bool = false) -> String {
         let bytes = Array(c.utf8)
-        let reserved = ["cur", "new", "tmp"].contains(c)
+        let reserved = ["cur", "new", "tmp", "maildirfolder", "subscriptions"].contains(c) || c.hasPrefix("dovecot")
+        let suffixDot = mbox && c.hasSuffix(".mbox") && bytes.count > 5 ? bytes.count - 5 : -1
         var result = [UInt8]()
         for (i, b) in bytes.enumerated() {
             let mustEscape = b < 0x20 || b == 0x7F || b == UInt8(ascii: "%") || b == UInt8(ascii: "/")
-                || b == UInt8(ascii: "\\") || b == UInt8(ascii: ":") || (i == 0 && (b == UInt8(ascii: ".") || reserved))
+                || (i == 0 && (b == UInt8(ascii: ".") || reserved)) || i == suffixDot
             if mustEscape {
                 result.append(contentsOf: Array(String(format: "%%%02X", b).utf8))
             } else {
@@ -38,6 +49,28 @@ enum VolumeLayout {
         }
         return String(decoding: result, as: UTF8.self)
     }
+
+    /// The directory elements of a folder: none for INBOX (the root), and a
+    /// literal `INBOX` first for INBOX's children.
+    static func maildirComponents(_ folder: FolderPath) -> [String] {
+        if folder.isInbox { return [] }
+        return folder.components.enumerated().map { i, c in
+            i == 0 && c == "INBOX" ? "INBOX" : escapeComponent(c)
+        }
+    }
+
+    static func folderDirectory(_ folder: FolderPath, format: ArchiveFormat = .maildir) -> String {
+        switch format {
+        case .maildir: return maildirComponents(folder).joined(separator: "/")
+        case .mbox:
+            return folder.components.enumerated().map { i, c in
+                i == 0 && c == "INBOX" ? "INBOX" : escapeComponent(c, mbox: true)
+            }.joined(separator: "/")
+        }
+    }
+
+    /// `dir/name`, or `name` at the root.
+    static func join(_ dir: String, _ name: String) -> String { dir.isEmpty ? name : dir + "/" + name }
 
     static func unescapeComponent(_ s: String) -> String? {
         let b = Array(s.utf8)
@@ -54,10 +87,6 @@ enum VolumeLayout {
             }
         }
         return String(validating: out, as: UTF8.self)
-    }
-
-    static func folderDirectory(_ folder: FolderPath) -> String {
-        folder.components.map(escapeComponent).joined(separator: "/")
     }
 
     /// Maildir info letters for the system flags, sorted as Maildir requires.
@@ -77,11 +106,11 @@ enum VolumeLayout {
     static func maildirEntry(folder: FolderPath, messageRow: Int64, key: MessageKey, size: Int64,
                              date: Int64, flags: Flags, keywordLetters: [String: Character]) -> String {
         let base = "\(max(date, 0)).M\(messageRow)K\(key.short).mailferry,S=\(size)"
-        return "\(folderDirectory(folder))/cur/\(base):\(maildirInfo(flags, keywordLetters: keywordLetters))"
+        return join(folderDirectory(folder), "cur/\(base):\(maildirInfo(flags, keywordLetters: keywordLetters))")
     }
 
     static func mboxEntry(folder: FolderPath, volumeStem: String) -> String {
-        "\(folderDirectory(folder))/\(volumeStem).mbox"
+        "\(folderDirectory(folder, format: .mbox))/\(volumeStem).mbox"
     }
 
     /// `From MAILER-DAEMON Thu Nov 21 10:00:00 2026` (asctime, UTC), with LF.
