@@ -16,6 +16,28 @@ let modeRegular: UInt32 = 0o100000      // AE_IFREG
 let modeDirectory: UInt32 = 0o040000    // AE_IFDIR
 let modeTypeMask: UInt32 = 0o170000     // AE_IFMT
 
+/// libarchive converts entry names through the C library's current locale;
+/// under the "C" locale that a CLI usually runs in, UTF-8 names would be
+/// mangled (or crash older versions). Every libarchive call that touches names
+/// runs under a thread-local UTF-8 locale.
+nonisolated(unsafe) private let utf8Locale: locale_t? = newlocale(LC_CTYPE_MASK, "C.UTF-8", nil)
+    ?? newlocale(LC_CTYPE_MASK, "en_US.UTF-8", nil)
+
+func withUTF8Locale<T>(_ body: () throws -> T) rethrows -> T {
+    let previous = enterUTF8Locale()
+    defer { leaveUTF8Locale(previous) }
+    return try body()
+}
+
+func enterUTF8Locale() -> locale_t? {
+    guard let l = utf8Locale else { return nil }
+    return uselocale(l)
+}
+
+func leaveUTF8Locale(_ previous: locale_t?) {
+    if let previous { uselocale(previous) }
+}
+
 /// Compression filter of a volume.
 public enum ArchiveCompression: String, Sendable, Codable, CaseIterable, Hashable {
     case zstd, gzip, xz, none
@@ -53,6 +75,8 @@ final class VolumeWriter {
     var failAfterBytes: Int64?
 
     init(path: String, compression: ArchiveCompression) throws {
+        let previous = enterUTF8Locale()
+        defer { leaveUTF8Locale(previous) }
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -120,6 +144,10 @@ final class VolumeWriter {
     }
 
     private func header(path entryPath: String, mode: UInt32, size: Int64, mtime: Int64) throws {
+        try withUTF8Locale { try headerUnlocked(path: entryPath, mode: mode, size: size, mtime: mtime) }
+    }
+
+    private func headerUnlocked(path entryPath: String, mode: UInt32, size: Int64, mtime: Int64) throws {
         guard let a = archive, let e = archive_entry_new() else { throw failure("no writer") }
         defer { archive_entry_free(e) }
         archive_entry_set_pathname_utf8(e, entryPath)
@@ -179,6 +207,10 @@ final class VolumeWriter {
     /// Ends the tar stream, flushes the compressor and fsyncs the file.
     /// Returns the file's SHA-256 (hex) and size.
     func finish() throws -> (sha256: String, size: Int64) {
+        try withUTF8Locale { try finishUnlocked() }
+    }
+
+    private func finishUnlocked() throws -> (sha256: String, size: Int64) {
         guard let a = archive else { throw failure("writer already finished") }
         let r = archive_write_close(a)
         if r != archiveOK && r != archiveWarn { throw failure("cannot finish") }
@@ -228,6 +260,8 @@ final class VolumeReader {
     private var entryRemaining: Int64 = 0
 
     init(path: String, volumeName: String) throws {
+        let previous = enterUTF8Locale()
+        defer { leaveUTF8Locale(previous) }
         self.volumeName = volumeName
         var st = stat()
         guard stat(path, &st) == 0 else {
@@ -260,6 +294,10 @@ final class VolumeReader {
 
     /// The next entry, or nil at the end. Skips what is left of the current one.
     func next() throws -> VolumeEntry? {
+        try withUTF8Locale { try nextUnlocked() }
+    }
+
+    private func nextUnlocked() throws -> VolumeEntry? {
         guard let a = archive else { return nil }
         if currentEntry != nil { try skipRest() }
         var e: OpaquePointer?
@@ -303,6 +341,10 @@ final class VolumeReader {
     /// Reads up to `buffer.count` bytes of the current entry; 0 at its end.
     /// A volume that ends before the entry's declared size is corrupt.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try withUTF8Locale { try readUnlocked(into: buffer) }
+    }
+
+    private func readUnlocked(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard let a = archive, let entry = currentEntry else { return 0 }
         if entryRemaining == 0 { return 0 }
         let want = Int(min(Int64(buffer.count), entryRemaining))
