@@ -206,7 +206,11 @@ final class VolumeBuilder {
         return (sha, size, records)
     }
 
-    func abandon() { writer.abandon() }
+    /// Drops the volume: the writer and its temporary file.
+    func abandon() {
+        writer.abandon()
+        unlink(tempPath)
+    }
 }
 
 /// One folder's mbox file for the volume being written, spooled to an
