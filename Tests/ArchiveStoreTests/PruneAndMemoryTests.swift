@@ -1,0 +1,152 @@
+import Foundation
+import MailModel
+import MailStore
+import NIOCore
+import Testing
+@testable import ArchiveStore
+
+@Suite("Archive prune and memory", .serialized)
+struct PruneAndMemoryTests {
+    @Test(arguments: [ArchiveFormat.maildir, .mbox])
+    func pruneRewritesOnlyAffectedVolumes(format: ArchiveFormat) async throws {
+        let dir = makeTempDir("prune")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let a = sampleMessages(6, tag: "a")
+        let b = sampleMessages(4, tag: "b")
+        let c = sampleMessages(2, tag: "c")
+        let opts = ArchiveOptions(format: format)
+        // Run 1: a0…a5 in INBOX, a0 also in Keep (stored once). Run 2: b0…b3. Run 3: c0, c1.
+        var s = try ArchiveStore.open(path: path, options: opts, create: true, logger: testLogger)
+        let pa = try await appendAll(s, a.map { (.inbox, [.seen], InternalDate(secondsSinceEpoch: 1_600_000_000), $0) })
+        let keep = try await appendAll(s, [(FolderPath("Keep")!, [], InternalDate(secondsSinceEpoch: 1_600_000_000), a[0])])
+        try await s.close()
+        let pb = try await backupRun(path, b, folder: FolderPath("Other")!, options: opts)
+        try await backupRun(path, c, folder: FolderPath("Third")!, options: opts)
+        // Run 4: deletions seen on the source.
+        s = try ArchiveStore.open(path: path, options: opts, create: true, logger: testLogger)
+        try await s.delete([pa[0].id, pa[1].id, pa[2].id], in: .inbox)
+        try await s.delete(pb.map(\.id), in: FolderPath("Other")!)
+        try await s.close()
+        #expect(volumeFiles(path).count == 3)
+
+        // A cut-off before the deletions prunes nothing.
+        s = try ArchiveStore.open(path: path, options: opts, create: false, logger: testLogger)
+        let none = try s.prune(deletedBefore: InternalDate(secondsSinceEpoch: 1000))
+        #expect(none.locationsRemoved == 0)
+        #expect(none.rewritten.isEmpty)
+        let v3sha = try s.list().volumes.first { $0.name.hasPrefix("v000003") }?.sha256
+
+        let report = try s.prune(deletedBefore: InternalDate(secondsSinceEpoch: InternalDate.now().secondsSinceEpoch + 10))
+        #expect(report.locationsRemoved == 7)
+        #expect(report.messagesRemoved == 6)   // a0 stays: Keep still holds it
+        #expect(report.rewritten.count == 2)
+        #expect(report.rewritten["v000001.tar.zst"] == .some("v000004.tar.zst"))
+        #expect(report.rewritten["v000002.tar.zst"] == .some(nil))
+        #expect(report.volumeBytesAfter < report.volumeBytesBefore)
+        let listing = try s.list()
+        #expect(listing.volumes.map(\.name) == ["v000003.tar.zst", "v000004.tar.zst"])
+        #expect(listing.volumes.first { $0.name == "v000003.tar.zst" }?.sha256 == v3sha, "an unaffected volume was rewritten")
+        #expect(listing.volumes.first { $0.name == "v000004.tar.zst" }?.replaces == "v000001.tar.zst")
+        #expect(listing.storedMessages == 6)
+        #expect(listing.deletedLocations == 0)
+        #expect(try s.check().isClean)
+        try await s.close()
+        #expect(volumeFiles(path) == ["v000003.tar.zst", "v000004.tar.zst"])
+
+        let r = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let all = try await readEverything(r)
+        try await r.close()
+        #expect(Set(all[.inbox]?.values.map(\.1) ?? []) == Set(a[3...]))
+        #expect(all[FolderPath("Keep")!]?[keep[0].id]?.1 == a[0])
+        #expect(all[FolderPath("Other")!]?.isEmpty == true)
+        #expect(Set(all[FolderPath("Third")!]?.values.map(\.1) ?? []) == Set(c))
+        // Ids survive a prune.
+        #expect(all[.inbox]?[pa[3].id]?.1 == a[3])
+    }
+
+    /// A 200 MB message is archived and read back with flat memory. The peak
+    /// RSS growth is printed; the bound is generous (a whole copy would be 200 MB).
+    @Test func twoHundredMegabyteMessageStaysFlat() async throws {
+        let dir = makeTempDir("big")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let total: Int64 = 200 * 1024 * 1024
+        let gen = BigMessage(total: total)
+        let baseline = currentRSS()
+
+        let sampler = RSSSampler()
+        sampler.start()
+        let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        let result = try await s.append(to: .inbox, AppendRequest(flags: [.seen], internalDate: InternalDate(secondsSinceEpoch: 1_700_000_000)),
+                                        body: MessageBody(size: total) { gen.next() }).result()
+        try await s.close()
+        let writePeak = sampler.stop()
+        #expect(result.size == total)
+        #expect(result.key == gen.key)
+
+        let readSampler = RSSSampler()
+        readSampler.start()
+        let r = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let listing = try await r.listMessages(in: .inbox)
+        let counter = ByteCounter()
+        _ = try await r.fetchMessages(listing.messages.map(\.id), in: .inbox) { info, body in
+            for try await chunk in body { counter.add(chunk) }
+        }
+        try await r.close()
+        let readPeak = readSampler.stop()
+        #expect(counter.count == total)
+        #expect(counter.key == gen.key)
+
+        let mb = { (x: Int64) in String(format: "%.1f MB", Double(x) / 1_048_576) }
+        print("200 MB message: baseline RSS \(mb(baseline)); peak while archiving \(mb(writePeak)) (+\(mb(writePeak - baseline))); peak while reading back \(mb(readPeak)) (+\(mb(readPeak - baseline)))")
+        #expect(writePeak - baseline < 100 * 1024 * 1024)
+        #expect(readPeak - baseline < 100 * 1024 * 1024)
+    }
+}
+
+/// A big message made up on the fly, hashed as it goes.
+final class BigMessage: @unchecked Sendable {
+    let total: Int64
+    private var produced: Int64 = 0
+    private var hasher = MessageHasher()
+    private let block: [UInt8]
+    private let lock = NSLock()
+
+    init(total: Int64) {
+        self.total = total
+        var line = ""
+        for i in 0..<4096 { line += "line \(i) of a very large attachment, base64-ish ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n" }
+        block = Array(line.utf8)
+    }
+
+    var key: MessageKey { lock.lock(); defer { lock.unlock() }; return hasher.finalize() }
+
+    func next() -> ByteBuffer? {
+        lock.lock(); defer { lock.unlock() }
+        guard produced < total else { return nil }
+        var chunk: [UInt8]
+        if produced == 0 {
+            chunk = Array("From: big@example.org\r\nSubject: big\r\n\r\n".utf8) + block
+        } else {
+            chunk = block
+        }
+        let n = Int(min(Int64(chunk.count), total - produced))
+        if n < chunk.count { chunk = Array(chunk[0..<n]) }
+        produced += Int64(n)
+        hasher.update(chunk)
+        return ByteBuffer(bytes: chunk)
+    }
+}
+
+final class ByteCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var hasher = MessageHasher()
+    private(set) var count: Int64 = 0
+    func add(_ b: ByteBuffer) {
+        lock.lock(); defer { lock.unlock() }
+        b.withUnsafeReadableBytes { hasher.update($0) }
+        count += Int64(b.readableBytes)
+    }
+    var key: MessageKey { lock.lock(); defer { lock.unlock() }; return hasher.finalize() }
+}
