@@ -46,16 +46,25 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swift6),
         .target(
             name: "IMAPClient",
-            dependencies: ["IMAPCore", "MailNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "IMAPCore", "MailNet", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: swift6),
         .target(
             name: "POP3Client",
-            dependencies: ["POP3Core", "MailNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["POP3Core", "MailNet", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swift6),
         // libarchive, found through pkg-config.
         .systemLibrary(
@@ -66,7 +75,7 @@ let package = Package(
         .target(
             name: "MailStore",
             dependencies: [
-                "MailModel", "IMAPClient", "POP3Client",
+                "MailModel", "IMAPClient", "POP3Client", "MailNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
