@@ -111,7 +111,7 @@ func chunkedBody(_ bytes: [UInt8], chunk: Int = 4000, knownSize: Bool = true) ->
 /// Everything a store holds: folder → id → (info, bytes).
 func readEverything(_ store: some MailStore) async throws -> [FolderPath: [MessageID: (MessageInfo, [UInt8])]] {
     var out: [FolderPath: [MessageID: (MessageInfo, [UInt8])]] = [:]
-    for f in try await store.folders() {
+    for f in try await store.folders() where f.selectable {
         let listing = try await store.listMessages(in: f.path)
         let collector = Collector()
         let missing = try await store.fetchMessages(listing.messages.map(\.id), in: f.path) { info, body in
