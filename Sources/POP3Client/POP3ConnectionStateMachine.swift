@@ -113,7 +113,9 @@ public struct POP3ConnectionStateMachine: Sendable {
 
     /// The consumer asks for the next events.
     public mutating func consumerNext() -> [Action] {
-        precondition(!consumerWaiting, "one consumer request at a time")
+        // A second request while one waits replaces it (the handler fails the
+        // old one); the new one is answered when events arrive.
+        if consumerWaiting { return [] }
         if !buffered.isEmpty {
             let events = buffered
             buffered.removeAll(keepingCapacity: true)
