@@ -80,7 +80,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         var nextLocation: Int64
         var nextFolder: Int64
         var nextVolume: Int64
+        /// The volume being written, and volumes of this run already sealed
+        /// (complete and fsynced under their temporary names; a read of a
+        /// message appended in this session seals the current one).
         var builder: VolumeBuilder?
+        var sealed: [SealedVolume] = []
+        /// Set when sealing failed: the run can no longer be committed.
+        var broken: MailError?
+        var newMessageHeaders: [Int64: HeaderSummary] = [:]
         var newMessageIDs: [KeySize: Int64] = [:]
         var folderIDs: [FolderPath: Int64] = [:]
         var newFolders: [(id: Int64, path: FolderPath)] = []
@@ -94,6 +101,12 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     }
 
     struct KeySize: Hashable { var key: MessageKey; var size: Int64 }
+
+    struct SealedVolume {
+        var builder: VolumeBuilder
+        var record: VolumeRecord
+        var messages: [MessageRecord]
+    }
 
     private init(path: String, options: ArchiveOptions, catalog: Catalog, logger: Logger, lockFD: Int32,
                  viewRun: Int64?, recordsEmptyRun: Bool) throws {
@@ -123,6 +136,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
 
     deinit {
         state.builder?.abandon()
+        for v in state.sealed { v.builder.abandon() }
         if lockFD >= 0 { Foundation.close(lockFD) }
     }
 
@@ -328,12 +342,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             for l in try catalog.locations(folderID: fid, asOfRun: viewRun) where !pendingChanges.1.contains(l.id) {
                 infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.message.size,
                                          flags: pendingChanges.0[l.id] ?? l.flags, internalDate: l.internalDate,
-                                         dateSource: l.dateSource, key: l.message.key))
+                                         dateSource: l.dateSource, key: l.message.key,
+                                         headers: options.includeHeaders ? (l.headers ?? HeaderSummary()) : nil))
             }
         }
         for l in pendingChanges.2 {
             infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.size, flags: l.flags, internalDate: l.internalDate,
-                                     dateSource: l.dateSource, key: l.key))
+                                     dateSource: l.dateSource, key: l.key,
+                                     headers: options.includeHeaders ? (l.headers ?? HeaderSummary()) : nil))
         }
         let next = withState { $0.nextLocation }
         return FolderListing(folder: folder, validity: FolderValidity(uidValidity: uidValidity, uidNext: UInt64(next)),
@@ -346,7 +362,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         let numeric = ids.compactMap { Int64($0.rawValue) }
         let deletedNow = withState { Set($0.deletions) }
         let flagOverrides = withState { $0.flagChanges }
-        let found = try catalog.locations(folderID: fid, asOfRun: viewRun, ids: numeric).filter { !deletedNow.contains($0.id) }
+        var found = try catalog.locations(folderID: fid, asOfRun: viewRun, ids: numeric).filter { !deletedNow.contains($0.id) }
+        found += try pendingLocations(Set(numeric), in: folder)
         let foundIDs = Set(found.map { MessageID(String($0.id)) })
         let missing = ids.filter { !foundIDs.contains($0) }
         try await streamLocations(found) { loc, body in
@@ -357,11 +374,64 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         return missing
     }
 
+    /// Locations appended in this session, readable once their volume is
+    /// sealed: the current volume is sealed here if it holds one of them.
+    private func pendingLocations(_ ids: Set<Int64>, in folder: FolderPath) throws -> [LocationRecord] {
+        guard viewRun == nil else { return [] }
+        let wanted = withState { s in s.newLocations.filter { ids.contains($0.id) && $0.folder == folder && !$0.deleted } }
+        guard !wanted.isEmpty else { return [] }
+        return try withState { s in
+            if let b = s.builder, wanted.contains(where: { w in b.records.contains { $0.id == w.messageID } }) {
+                try sealCurrent(&s)
+            }
+            var out: [LocationRecord] = []
+            for w in wanted {
+                let fid = s.folderIDs[w.folder] ?? 0
+                let message: MessageRecord
+                var volumeName: String
+                if let v = s.sealed.first(where: { v in v.messages.contains { $0.id == w.messageID } }),
+                   let m = v.messages.first(where: { $0.id == w.messageID }) {
+                    message = m
+                    volumeName = v.record.name
+                } else if let (m, _) = try catalog.message(id: w.messageID) {
+                    message = m
+                    volumeName = ""
+                } else {
+                    continue
+                }
+                if volumeName.isEmpty { volumeName = String(message.volumeID) }
+                out.append(LocationRecord(id: w.id, folderID: fid, folder: w.folder, flags: w.flags, internalDate: w.internalDate,
+                                          dateSource: w.dateSource, firstRun: s.runID, message: message,
+                                          volumeName: volumeName, headers: w.headers))
+            }
+            return out
+        }
+    }
+
+    /// Seals the volume being written (finish + fsync under its temporary name).
+    private func sealCurrent(_ s: inout SessionState) throws {
+        guard let b = s.builder else { return }
+        s.builder = nil
+        do {
+            let (sha, size, records) = try b.finish(keywordLetters: lettersMap(s))
+            let record = VolumeRecord(id: b.volumeID, name: b.name, runID: s.runID, format: b.format, compression: b.compression,
+                                      fileSize: size, sha256: sha, messageCount: records.count,
+                                      createdAt: Int64(Date().timeIntervalSince1970), replaces: nil)
+            s.sealed.append(SealedVolume(builder: b, record: record, messages: records))
+        } catch let e as MailError {
+            b.abandon()
+            s.broken = e
+            throw e
+        }
+    }
+
     /// Streams the messages of the given locations, opening each volume once
     /// (a message wanted twice in one call costs a second pass).
     func streamLocations(_ locations: [LocationRecord],
                          _ body: (LocationRecord, MessageBody) async throws -> Void) async throws {
-        let volumes = Dictionary(uniqueKeysWithValues: try catalog.volumes().map { ($0.id, $0) })
+        var volumes: [Int64: (record: VolumeRecord, path: String)] = [:]
+        for v in try catalog.volumes() { volumes[v.id] = (v, volumesDirectory + "/" + v.name) }
+        for v in withState({ $0.sealed }) { volumes[v.record.id] = (v.record, v.builder.tempPath) }
         var left = locations
         while !left.isEmpty {
             var thisPass: [Int64: LocationRecord] = [:]
@@ -371,9 +441,12 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             }
             let byVolume = Dictionary(grouping: thisPass.values, by: { $0.message.volumeID })
             for vid in byVolume.keys.sorted() {
-                guard let v = volumes[vid], let locs = byVolume[vid] else { continue }
+                guard let locs = byVolume[vid] else { continue }
+                guard let (v, vpath) = volumes[vid] else {
+                    throw MailError(.corrupt, scope: .local, "the catalog names volume \(vid), which it does not list")
+                }
                 var byMessage = Dictionary(uniqueKeysWithValues: locs.map { ($0.messageID, $0) })
-                let reader = try VolumeMessageReader(path: volumesDirectory + "/" + v.name, volumeName: v.name,
+                let reader = try VolumeMessageReader(path: vpath, volumeName: v.name,
                                                      format: v.format, wanted: locs.map(\.message))
                 while let (record, stream) = try reader.next() {
                     guard let loc = byMessage.removeValue(forKey: record.id) else { continue }
@@ -401,6 +474,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             throw e
         }
         let key = spool.key
+        let keptFlags = Flags(request.flags.filter { $0.isSystem || $0.isValidKeyword })
+        let dropped = request.flags.keywords.filter { !$0.isValidKeyword }
         if let given = request.key, given != key {
             throw MailError(.refused, scope: .message,
                             "message bytes do not match the key \(given.short) they were sent with (got \(key.short)); not archived",
@@ -411,6 +486,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         let date = request.internalDate ?? InternalDate.now()
         let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : nil
         let locID: Int64 = try withState { s in
+            if let broken = s.broken { throw broken }
+            guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
             _ = ensureFolder(folder, &s)
             let messageID: Int64
             if let existing {
@@ -424,24 +501,28 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 } else {
                     builder = try VolumeBuilder(directory: volumesDirectory, sequence: s.nextVolume,
                                                 format: options.format, compression: options.compression)
+                    s.nextVolume += 1
                     if case .writingVolume(let n) = faultPoint { builder.writer.failAfterBytes = n }
                     s.builder = builder
                 }
-                let letters = assignLetters(request.flags, &s)
-                _ = try builder.add(messageRow: messageID, key: key, spool: spool, folder: folder, flags: request.flags,
+                let letters = assignLetters(keptFlags, &s)
+                _ = try builder.add(messageRow: messageID, key: key, spool: spool, folder: folder, flags: keptFlags,
                                     date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
-                                    volumeID: s.nextVolume)
+                                    volumeID: builder.volumeID)
                 s.newMessageIDs[KeySize(key: key, size: spool.size)] = messageID
+                s.newMessageHeaders[messageID] = spool.headers
             }
             let id = s.nextLocation
             s.nextLocation += 1
-            s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: request.flags,
-                                                  initialFlags: request.flags, internalDate: date, dateSource: dateSource,
-                                                  sourceID: nil, deleted: false, key: key, size: spool.size))
+            s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: keptFlags,
+                                                  initialFlags: keptFlags, internalDate: date, dateSource: dateSource,
+                                                  sourceID: nil, deleted: false, key: key, size: spool.size,
+                                                  headers: spool.headers))
             s.touched = true
             return id
         }
-        return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size))
+        return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size,
+                                  droppedFlags: dropped))
     }
 
     /// Keyword → Maildir letter (`a`…`z`), fixed archive-wide on first use.
@@ -460,13 +541,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     private func lettersMap(_ s: SessionState) -> [String: Character] {
         var out: [String: Character] = [:]
         for (k, l) in s.keywordLetters {
-            out[k.lowercased()] = Character(UnicodeScalar(UInt8(97 + l)))
+            out[k] = Character(UnicodeScalar(UInt8(97 + l)))
         }
         return out
     }
 
     public func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
         try requireWritable("change flags")
+        let flags = Flags(flags.filter { $0.isSystem || $0.isValidKeyword })
         let fid = try folderID(folder)
         let numeric = Set(ids.compactMap { Int64($0.rawValue) })
         let stored = try catalog.locations(folderID: fid, asOfRun: nil, ids: Array(numeric))
@@ -527,50 +609,57 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         defer {
             if lockFD >= 0 { Foundation.close(lockFD); lockFD = -1 }
         }
-        guard isWritable, state.touched || recordsEmptyRun else { return }
-        var s = state
-        state.builder = nil
-        var volume: VolumeRecord?
-        var messages: [MessageRecord] = []
-        var renamedTo: String?
+        guard isWritable else { return }
+        if let broken = state.broken {
+            state.builder?.abandon()
+            for v in state.sealed { v.builder.abandon() }
+            state.builder = nil
+            state.sealed = []
+            throw MailError(.storage, scope: .local, "\(location): this run could not be recorded: \(broken.message)")
+        }
+        guard state.touched || recordsEmptyRun else { return }
+        var renamed: [String] = []
         do {
-            if let b = s.builder {
-                let (sha, size, records) = try b.finish(keywordLetters: lettersMap(s))
-                if case .beforeRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure before rename") }
-                guard rename(b.tempPath, b.finalPath) == 0 else {
-                    throw MailError(.storage, scope: .local, "cannot rename \(b.tempPath): \(String(cString: strerror(errno)))")
+            try sealCurrent(&state)
+            let s = state
+            if !s.sealed.isEmpty, case .beforeRename = faultPoint {
+                throw MailError(.storage, scope: .local, "injected failure before rename")
+            }
+            for v in s.sealed {
+                guard rename(v.builder.tempPath, v.builder.finalPath) == 0 else {
+                    throw MailError(.storage, scope: .local, "cannot rename \(v.builder.tempPath): \(String(cString: strerror(errno)))")
                 }
-                renamedTo = b.finalPath
+                renamed.append(v.builder.finalPath)
+            }
+            if !renamed.isEmpty {
                 fsyncDirectory(volumesDirectory)
                 if case .afterRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure after rename") }
-                messages = records
-                volume = VolumeRecord(id: s.nextVolume, name: b.name, runID: s.runID, format: b.format,
-                                      compression: b.compression, fileSize: size, sha256: sha,
-                                      messageCount: records.count, createdAt: Int64(Date().timeIntervalSince1970),
-                                      replaces: nil)
-                s.nextVolume += 1
             }
             if case .duringCommit = faultPoint { throw MailError(.storage, scope: .local, "injected failure during commit") }
+            let messages = s.sealed.flatMap(\.messages)
             let commit = RunCommit(
                 runID: s.runID, startedAt: s.startedAt, finishedAt: Int64(Date().timeIntervalSince1970),
-                source: options.source, volume: volume, newMessages: messages, newFolders: s.newFolders,
+                source: options.source, volumes: s.sealed.map(\.record), newMessages: messages,
+                newMessageHeaders: s.newMessageHeaders, newFolders: s.newFolders,
                 folderIDs: s.folderIDs, newLocations: s.newLocations,
                 flagChanges: s.flagChangeOrder.compactMap { id in s.flagChanges[id].map { (id, $0) } },
                 deletions: s.deletions, newKeywords: s.newKeywords,
                 counters: ["next_run": s.runID + 1, "next_message": s.nextMessage, "next_location": s.nextLocation,
                            "next_folder": s.nextFolder, "next_volume": s.nextVolume])
             try catalog.commit(commit)
+            state.sealed = []
             logger.info("archive run recorded", metadata: [
-                "run": "\(s.runID)", "volume": "\(volume?.name ?? "none")", "new_messages": "\(messages.count)",
+                "run": "\(s.runID)", "volumes": "\(s.sealed.map(\.record.name))", "new_messages": "\(messages.count)",
                 "locations": "\(s.newLocations.count)", "flag_changes": "\(s.flagChanges.count)",
                 "deletions": "\(s.deletions.count)",
             ])
         } catch {
-            s.builder?.abandon()
-            if let renamedTo {
-                unlink(renamedTo)
-                fsyncDirectory(volumesDirectory)
-            }
+            state.builder?.abandon()
+            for v in state.sealed { v.builder.abandon() }
+            state.builder = nil
+            state.sealed = []
+            for r in renamed { unlink(r) }
+            if !renamed.isEmpty { fsyncDirectory(volumesDirectory) }
             throw error
         }
     }

@@ -94,6 +94,7 @@ final class Catalog: @unchecked Sendable {
                     entry_length INTEGER NOT NULL,
                     entry_index INTEGER NOT NULL,
                     first_run INTEGER NOT NULL,
+                    headers TEXT,
                     UNIQUE(key, size));
                 CREATE INDEX messages_volume ON messages(volume_id);
                 CREATE TABLE locations(
@@ -187,6 +188,16 @@ final class Catalog: @unchecked Sendable {
         }
     }
 
+    func message(id: Int64) throws -> (MessageRecord, HeaderSummary?)? {
+        try wrap("looking up a message") {
+            try db.read { db in
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM messages WHERE id = ?", arguments: [id]),
+                      let m = MessageRecord(row: row) else { return nil }
+                return (m, Catalog.decodeHeaders(row["headers"]))
+            }
+        }
+    }
+
     func hasKey(_ key: MessageKey) throws -> Bool {
         try wrap("looking up a key") {
             try db.read { db in
@@ -207,7 +218,7 @@ final class Catalog: @unchecked Sendable {
         return try wrap("listing messages") {
             try db.read { db in
                 var sql = """
-                    SELECT l.*, m.key, m.size, m.volume_id, m.entry_path, m.entry_offset, m.entry_length, m.entry_index,
+                    SELECT l.*, m.key, m.size, m.volume_id, m.entry_path, m.entry_offset, m.entry_length, m.entry_index, m.headers,
                            v.name AS volume_name, f.path AS folder_path
                     FROM locations l JOIN messages m ON m.id = l.message_id
                     JOIN volumes v ON v.id = m.volume_id JOIN folders f ON f.id = l.folder_id
@@ -260,6 +271,16 @@ final class Catalog: @unchecked Sendable {
     static func decodeFolder(_ s: String) -> FolderPath? {
         guard let c = try? JSONDecoder().decode([String].self, from: Data(s.utf8)) else { return nil }
         return FolderPath(components: c)
+    }
+
+    static func encodeHeaders(_ h: HeaderSummary?) -> String? {
+        guard let h else { return nil }
+        return try? String(decoding: JSONEncoder().encode(h), as: UTF8.self)
+    }
+
+    static func decodeHeaders(_ s: String?) -> HeaderSummary? {
+        guard let s else { return nil }
+        return try? JSONDecoder().decode(HeaderSummary.self, from: Data(s.utf8))
     }
 
     static func encodeFlags(_ f: Flags) -> String {
@@ -361,6 +382,15 @@ struct LocationRecord: Sendable, Hashable {
     var deletedRun: Int64?
     var message: MessageRecord
     var volumeName: String
+    var headers: HeaderSummary?
+
+    init(id: Int64, folderID: Int64, folder: FolderPath, flags: Flags, internalDate: InternalDate?, dateSource: DateSource?,
+         firstRun: Int64, message: MessageRecord, volumeName: String, headers: HeaderSummary?) {
+        self.id = id; self.messageID = message.id; self.folderID = folderID; self.folder = folder; self.flags = flags
+        self.initialFlags = flags; self.internalDate = internalDate; self.dateSource = dateSource; self.sourceID = nil
+        self.firstRun = firstRun; self.deletedRun = nil; self.message = message; self.volumeName = volumeName
+        self.headers = headers
+    }
 
     init?(row: Row) {
         guard let folder = Catalog.decodeFolder(row["folder_path"]), let key = MessageKey(hex: row["key"]) else { return nil }
@@ -376,5 +406,6 @@ struct LocationRecord: Sendable, Hashable {
                                 entryPath: row["entry_path"], entryOffset: row["entry_offset"],
                                 entryLength: row["entry_length"], entryIndex: row["entry_index"], firstRun: 0)
         volumeName = row["volume_name"]
+        headers = Catalog.decodeHeaders(row["headers"])
     }
 }

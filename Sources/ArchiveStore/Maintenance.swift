@@ -24,8 +24,8 @@ public struct ArchiveRunSummary: Sendable, Hashable, Codable {
     public var startedAt: InternalDate
     public var finishedAt: InternalDate
     public var source: String?
-    /// The volume written by the run; nil when nothing was new (or it was pruned away).
-    public var volume: String?
+    /// The volumes written by the run (usually one; none when nothing was new).
+    public var volumes: [String]
     public var messagesAdded: Int
     public var bytesAdded: Int64
     public var locationsAdded: Int
@@ -94,7 +94,8 @@ extension ArchiveStore {
 
     public func list() throws -> ArchiveListing {
         let volumes = try catalog.volumes()
-        let names = Dictionary(uniqueKeysWithValues: volumes.map { ($0.id, $0.name) })
+        var byRun: [Int64: [String]] = [:]
+        for v in volumes { byRun[v.runID, default: []].append(v.name) }
         let runs = try catalog.runs()
         return try catalog.wrap("listing the archive") {
             try catalog.db.read { db in
@@ -111,7 +112,7 @@ extension ArchiveStore {
                     runs: runs.map {
                         ArchiveRunSummary(id: $0.id, startedAt: InternalDate(secondsSinceEpoch: $0.startedAt),
                                           finishedAt: InternalDate(secondsSinceEpoch: $0.finishedAt), source: $0.source,
-                                          volume: $0.volumeID.flatMap { names[$0] }, messagesAdded: $0.messagesAdded,
+                                          volumes: byRun[$0.id] ?? [], messagesAdded: $0.messagesAdded,
                                           bytesAdded: $0.bytesAdded, locationsAdded: $0.locationsAdded,
                                           flagChanges: $0.flagChanges, deletions: $0.deletions)
                     },
@@ -263,7 +264,7 @@ extension ArchiveStore {
                 }
             }
             let letters = Dictionary(uniqueKeysWithValues: try catalog.keywordLetters().map {
-                ($0.key.lowercased(), Character(UnicodeScalar(UInt8(97 + $0.value))))
+                ($0.key, Character(UnicodeScalar(UInt8(97 + $0.value))))
             })
             let b = try VolumeBuilder(directory: volumesDirectory, sequence: nextVolume, format: old.format,
                                       compression: old.compression)

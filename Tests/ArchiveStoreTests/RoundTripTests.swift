@@ -107,7 +107,7 @@ struct RoundTripTests {
         #expect(listing.runs.map(\.locationsAdded) == [8, 3, 0])
         #expect(listing.runs[1].flagChanges == 1)
         #expect(listing.runs[1].deletions == 1)
-        #expect(listing.runs[2].volume == nil)
+        #expect(listing.runs[2].volumes.isEmpty)
         #expect(listing.volumes.map(\.messageCount) == [8, 2])
         #expect(listing.storedMessages == 10)
         #expect(listing.liveLocations == 10)
