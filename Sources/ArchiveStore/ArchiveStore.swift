@@ -46,6 +46,10 @@ public struct ArchiveOptions: Sendable, Hashable {
 ///   the catalog id the location will have; if `close()` fails or the process
 ///   dies first, none of the run is in the archive and a re-run stores it again.
 ///
+/// Opening the same archive for writing again in one process (as parallel
+/// transfer workers do) returns the same store: its methods may be called
+/// from several tasks, and the run is sealed by the last `close()`.
+///
 /// As a source, message ids are catalog location ids; `listMessages` gives keys,
 /// latest flags (or those as of `asOf`) and INTERNALDATEs. `fetchMessages`
 /// reads each needed volume once, front to back, and so hands messages to the
@@ -150,6 +154,54 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     /// crash, or the old file of an interrupted prune).
     public static func open(path: String, options: ArchiveOptions = ArchiveOptions(), create: Bool,
                             logger: Logger) throws -> ArchiveStore {
+        let writable = !options.readOnly && options.asOf == nil
+        guard writable else { return try openUnshared(path: path, options: options, create: create, logger: logger) }
+        // Writers in one process share one run (the transfer engine opens a
+        // session per parallel worker); the last close() commits it.
+        registryLock.lock()
+        defer { registryLock.unlock() }
+        let key = canonical(path)
+        if let entry = openWriters[key] {
+            guard entry.store.options.format == options.format, entry.store.options.compression == options.compression else {
+                throw MailError(.usage, scope: .local, "archive:\(path) is already open in this process with other options")
+            }
+            openWriters[key] = (entry.store, entry.count + 1)
+            return entry.store
+        }
+        let store = try openUnshared(path: path, options: options, create: create, logger: logger)
+        openWriters[key] = (store, 1)
+        return store
+    }
+
+    private static let registryLock = NSLock()
+    nonisolated(unsafe) private static var openWriters: [String: (store: ArchiveStore, count: Int)] = [:]
+
+    private static func canonical(_ path: String) -> String {
+        var p = URL(fileURLWithPath: path).standardizedFileURL.path
+        if let r = realpath(p, nil) {
+            p = String(cString: r)
+            free(r)
+        }
+        return p
+    }
+
+    /// Drops this handle; true when it was the last one and the run is to be sealed.
+    private func releaseShared() -> Bool {
+        guard isWritable else { return true }
+        Self.registryLock.lock()
+        defer { Self.registryLock.unlock() }
+        let key = Self.canonical(path)
+        guard let entry = Self.openWriters[key], entry.store === self else { return true }
+        if entry.count > 1 {
+            Self.openWriters[key] = (self, entry.count - 1)
+            return false
+        }
+        Self.openWriters[key] = nil
+        return true
+    }
+
+    private static func openUnshared(path: String, options: ArchiveOptions, create: Bool,
+                                     logger: Logger) throws -> ArchiveStore {
         let fm = FileManager.default
         let catalogPath = path + "/catalog.sqlite"
         let exists = fm.fileExists(atPath: catalogPath)
@@ -598,6 +650,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     /// Seals this run: the volume (if any message was new) and the catalog,
     /// in one step. Then releases the lock.
     public func close() async throws {
+        guard releaseShared() else { return }
         try closeSync()
     }
 

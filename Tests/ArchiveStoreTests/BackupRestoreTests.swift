@@ -55,27 +55,28 @@ func corpusSource(_ corpus: [(name: String, bytes: [UInt8])], range: Range<Int>,
 
 @Suite("Backup and restore through the transfer engine", .serialized)
 struct BackupRestoreTests {
-    func backup(_ src: MemoryServer, to path: String, state: String, format: ArchiveFormat = .maildir) async throws -> Report {
+    func backup(_ src: MemoryServer, to path: String, state: String, format: ArchiveFormat = .maildir,
+                parallel: Int = 1) async throws -> Report {
         let state = try SQLiteStateStore(path: state)
         defer { state.close() }
         let job = MigrationJob(
             source: { src.makeStore() },
             destination: { try ArchiveStore.open(path: path, options: ArchiveOptions(format: format, source: "memory:src"),
                                                  create: true, logger: testLogger) },
-            options: MigrationOptions(propagateFlags: true, propagateDeletions: true, command: "backup"),
+            options: MigrationOptions(parallel: parallel, propagateFlags: true, propagateDeletions: true, command: "backup"),
             state: state, logger: testLogger)
         return try await job.run()
     }
 
     func restore(from path: String, asOf: InternalDate? = nil, to dst: @escaping @Sendable () throws -> any MailStore,
-                 state: String) async throws -> Report {
+                 state: String, parallel: Int = 1) async throws -> Report {
         let state = try SQLiteStateStore(path: state)
         defer { state.close() }
         let job = MigrationJob(
             source: { try ArchiveStore.open(path: path, options: ArchiveOptions(asOf: asOf, readOnly: true), create: false,
                                             logger: testLogger) },
             destination: { try dst() },
-            options: MigrationOptions(command: "restore"), state: state, logger: testLogger)
+            options: MigrationOptions(parallel: parallel, command: "restore"), state: state, logger: testLogger)
         return try await job.run()
     }
 
@@ -184,5 +185,26 @@ struct BackupRestoreTests {
             #expect(Set(fromTar.folders[f]?.map(\.bytes) ?? []) == Set(items.map(\.bytes)), "\(f)")
             #expect(Set(fromTar.folders[f]?.map(\.date) ?? []) == Set(items.map(\.date)), "\(f)")
         }
+    }
+
+    /// Parallel workers back up into one run (they share the store) and
+    /// restore from parallel readers.
+    @Test func parallelWorkers() async throws {
+        guard let corpus = corpusMessages(limit: 120) else { return }
+        let dir = makeTempDir("parallel")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let src = MemoryServer(kind: .imap, name: "src", firstUIDValidity: 100)
+        corpusSource(corpus, range: 0..<120, into: src)
+        var report = try await backup(src, to: path, state: dir + "/b.sqlite", parallel: 3)
+        #expect(report.exitCode == 0, "\(report.failures)")
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let listing = try s.list()
+        try await s.close()
+        #expect(listing.runs.count == 1)
+        let dst = MemoryServer(kind: .imap, name: "dst", firstUIDValidity: 900)
+        report = try await restore(from: path, to: { dst.makeStore() }, state: dir + "/r.sqlite", parallel: 3)
+        #expect(report.exitCode == 0, "\(report.failures)")
+        #expect(Snapshot.of(dst) == Snapshot.of(src))
     }
 }

@@ -182,8 +182,18 @@ struct RoundTripTests {
         let path = dir + "/set"
         let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
         try await s.createFolder(FolderPath("Empty/Child")!)
-        // A second writer is refused while the first holds the set.
-        #expect(throws: MailError.self) { _ = try ArchiveStore.open(path: path, create: true, logger: testLogger) }
+        // Another process cannot take the set while this run holds it…
+        let (held, _) = try run("/usr/bin/env", ["python3", "-c",
+                                                 "import fcntl,sys; fcntl.flock(open(sys.argv[1],'a'), fcntl.LOCK_EX|fcntl.LOCK_NB)",
+                                                 path + "/lock"])
+        #expect(held != 0)
+        // …nor can a reader; a second writer in this process shares the run.
+        #expect(throws: MailError.self) {
+            _ = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        }
+        let same = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        #expect(same === s)
+        try await same.close()
         try await s.close()
         let r = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
         #expect(try await r.folders().map(\.path) == [FolderPath("Empty/Child")!])
