@@ -500,6 +500,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 var byMessage = Dictionary(uniqueKeysWithValues: locs.map { ($0.messageID, $0) })
                 let reader = try VolumeMessageReader(path: vpath, volumeName: v.name,
                                                      format: v.format, wanted: locs.map(\.message))
+                reader.stopWhenDone = true
                 while let (record, stream) = try reader.next() {
                     guard let loc = byMessage.removeValue(forKey: record.id) else { continue }
                     try await body(loc, stream.body)

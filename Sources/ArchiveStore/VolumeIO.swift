@@ -319,6 +319,10 @@ final class VolumeMessageReader {
     private(set) var unknownEntries: [String] = []
     private(set) var entriesSeen = 0
 
+    /// When true, `next()` ends as soon as every wanted message was handed
+    /// out, without reading the rest of the volume (restores); `check` reads all.
+    var stopWhenDone = false
+
     init(path: String, volumeName: String, format: ArchiveFormat, wanted: [MessageRecord]) throws {
         reader = try VolumeReader(path: path, volumeName: volumeName)
         self.volumeName = volumeName
@@ -348,6 +352,7 @@ final class VolumeMessageReader {
                 current = s
                 return (r, s)
             }
+            if stopWhenDone && wanted.isEmpty && currentQueue.isEmpty { return nil }
             guard let entry = try reader.next() else {
                 currentEntry = nil
                 return nil
