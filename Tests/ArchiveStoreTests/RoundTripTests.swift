@@ -215,6 +215,50 @@ struct RoundTripTests {
         }
     }
 
+    /// Reading a message appended in this session seals the volume being
+    /// written; later appends go to a second volume of the same run, and both
+    /// are committed together.
+    @Test func readDuringARunSealsTheVolume() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let msgs = sampleMessages(6)
+        let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        let first = try await appendAll(s, msgs[0..<3].map { (.inbox, [.seen], .now(), $0) })
+        let got = try await readEverything(s)
+        #expect(got[.inbox]?[first[1].id]?.1 == msgs[1])
+        let second = try await appendAll(s, msgs[3...].map { (.inbox, [], .now(), $0) })
+        #expect(try await readEverything(s)[.inbox]?[second[2].id]?.1 == msgs[5])
+        #expect(volumeFiles(path).allSatisfy { $0.hasPrefix(".") }, "nothing visible before close")
+        try await s.close()
+        #expect(volumeFiles(path) == ["v000001.tar.zst", "v000002.tar.zst"])
+        let r = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        let listing = try r.list()
+        #expect(listing.runs.count == 1)
+        #expect(listing.runs[0].volumes == ["v000001.tar.zst", "v000002.tar.zst"])
+        #expect(try r.check().isClean)
+        #expect(try await readEverything(r)[.inbox]?.count == 6)
+        try await r.close()
+    }
+
+    /// A catalog that is not a database is a corrupt archive (exit 6).
+    @Test func corruptCatalogIsRefused() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        try await backupRun(path, sampleMessages(2))
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path + "/catalog.sqlite"))
+        unlink(path + "/catalog.sqlite-wal")
+        unlink(path + "/catalog.sqlite-shm")
+        do {
+            _ = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+            Issue.record("a garbage catalog was opened")
+        } catch let e as MailError {
+            #expect(e.kind == .corrupt)
+            #expect(e.exitCode == 6)
+        }
+    }
+
     @Test func mboxrdQuotingRoundTrips() {
         let samples: [String] = ["From a\n>From b\n>>From c\nFrom\nxFrom d\n>>>>x\n", ">", "From ", ">From", "\n\nFrom x",
                                  ">>From >From From \r\nFrom"]
