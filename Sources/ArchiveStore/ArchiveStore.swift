@@ -19,14 +19,21 @@ public struct ArchiveOptions: Sendable, Hashable {
     public var readOnly: Bool
     /// Where the messages come from, recorded with the run (a store URL, never a password).
     public var source: String?
+    /// A volume that grows past this many (compressed) bytes is sealed and
+    /// committed with what the run has done so far, and the run goes on in a
+    /// new volume: a huge first backup that dies keeps what it had stored,
+    /// and the run's bookkeeping stays small.
+    public var volumeSizeLimit: Int64
 
     public init(format: ArchiveFormat = .maildir, compression: ArchiveCompression = .zstd,
-                asOf: InternalDate? = nil, readOnly: Bool = false, source: String? = nil) {
+                asOf: InternalDate? = nil, readOnly: Bool = false, source: String? = nil,
+                volumeSizeLimit: Int64 = 1 << 30) {
         self.format = format
         self.compression = compression
         self.asOf = asOf
         self.readOnly = readOnly
         self.source = source
+        self.volumeSizeLimit = max(volumeSizeLimit, 1)
     }
 }
 
@@ -401,7 +408,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         for l in pendingChanges.2 {
             infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.size, flags: l.flags, internalDate: l.internalDate,
                                      dateSource: l.dateSource, key: l.key,
-                                     headers: options.includeHeaders ? (l.headers ?? HeaderSummary()) : nil))
+                                     headers: options.includeHeaders ? try pendingHeaders(l.messageID) : nil))
         }
         let next = withState { $0.nextLocation }
         return FolderListing(folder: folder, validity: FolderValidity(uidValidity: uidValidity, uidNext: UInt64(next)),
@@ -424,6 +431,11 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             try await handler(info, body)
         }
         return missing
+    }
+
+    private func pendingHeaders(_ messageID: Int64) throws -> HeaderSummary {
+        if let h = withState({ $0.newMessageHeaders[messageID] }) { return h }
+        return try catalog.message(id: messageID)?.1 ?? HeaderSummary()
     }
 
     /// Locations appended in this session, readable once their volume is
@@ -454,7 +466,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 if volumeName.isEmpty { volumeName = String(message.volumeID) }
                 out.append(LocationRecord(id: w.id, folderID: fid, folder: w.folder, flags: w.flags, internalDate: w.internalDate,
                                           dateSource: w.dateSource, firstRun: s.runID, message: message,
-                                          volumeName: volumeName, headers: w.headers))
+                                          volumeName: volumeName, headers: s.newMessageHeaders[w.messageID]))
             }
             return out
         }
@@ -534,14 +546,15 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                             "message bytes do not match the key \(given.short) they were sent with (got \(key.short)); not archived",
                             folder: folder)
         }
-        let existing = try withState({ s in s.newMessageIDs[KeySize(key: key, size: spool.size)] })
-            ?? catalog.message(key: key, size: spool.size)
         let date = request.internalDate ?? InternalDate.now()
         let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : nil
         let locID: Int64 = try withState { s in
             if let broken = s.broken { throw broken }
             guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
             _ = ensureFolder(folder, &s)
+            // Looked up under the lock: parallel appenders share this run.
+            let existing = try s.newMessageIDs[KeySize(key: key, size: spool.size)]
+                ?? catalog.message(key: key, size: spool.size)
             let messageID: Int64
             if let existing {
                 messageID = existing
@@ -569,9 +582,16 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             s.nextLocation += 1
             s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: keptFlags,
                                                   initialFlags: keptFlags, internalDate: date, dateSource: dateSource,
-                                                  sourceID: nil, deleted: false, key: key, size: spool.size,
-                                                  headers: spool.headers))
+                                                  sourceID: nil, deleted: false, key: key, size: spool.size))
             s.touched = true
+            if let b = s.builder, b.writer.bytesWritten >= options.volumeSizeLimit {
+                do {
+                    try commitPending(&s, final: false)
+                } catch let e as MailError {
+                    s.broken = e
+                    throw e
+                }
+            }
             return id
         }
         return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size,
@@ -672,11 +692,19 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             throw MailError(.storage, scope: .local, "\(location): this run could not be recorded: \(broken.message)")
         }
         guard state.touched || recordsEmptyRun else { return }
+        try commitPending(&state, final: true)
+    }
+
+    /// Seals the volume being written, renames this run's sealed volumes into
+    /// place and records everything pending in one catalog transaction. On
+    /// failure, the volumes are removed again and the catalog is untouched.
+    /// Called by `close()`, and mid-run when a volume reaches its size limit.
+    private func commitPending(_ state: inout SessionState, final: Bool) throws {
         var renamed: [String] = []
         do {
             try sealCurrent(&state)
             let s = state
-            if !s.sealed.isEmpty, case .beforeRename = faultPoint {
+            if final, !s.sealed.isEmpty, case .beforeRename = faultPoint {
                 throw MailError(.storage, scope: .local, "injected failure before rename")
             }
             for v in s.sealed {
@@ -687,9 +715,9 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             }
             if !renamed.isEmpty {
                 fsyncDirectory(volumesDirectory)
-                if case .afterRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure after rename") }
+                if final, case .afterRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure after rename") }
             }
-            if case .duringCommit = faultPoint { throw MailError(.storage, scope: .local, "injected failure during commit") }
+            if final, case .duringCommit = faultPoint { throw MailError(.storage, scope: .local, "injected failure during commit") }
             let messages = s.sealed.flatMap(\.messages)
             let commit = RunCommit(
                 runID: s.runID, startedAt: s.startedAt, finishedAt: Int64(Date().timeIntervalSince1970),
@@ -701,12 +729,21 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 counters: ["next_run": s.runID + 1, "next_message": s.nextMessage, "next_location": s.nextLocation,
                            "next_folder": s.nextFolder, "next_volume": s.nextVolume])
             try catalog.commit(commit)
-            state.sealed = []
-            logger.info("archive run recorded", metadata: [
+            logger.info(final ? "archive run recorded" : "archive run checkpointed", metadata: [
                 "run": "\(s.runID)", "volumes": "\(s.sealed.map(\.record.name))", "new_messages": "\(messages.count)",
                 "locations": "\(s.newLocations.count)", "flag_changes": "\(s.flagChanges.count)",
                 "deletions": "\(s.deletions.count)",
             ])
+            // What is committed is read from the catalog from now on.
+            state.sealed = []
+            state.newFolders = []
+            state.newLocations = []
+            state.flagChanges = [:]
+            state.flagChangeOrder = []
+            state.deletions = []
+            state.newKeywords = []
+            state.newMessageHeaders = [:]
+            state.newMessageIDs = [:]
         } catch {
             state.builder?.abandon()
             for v in state.sealed { v.builder.abandon() }

@@ -15,7 +15,6 @@ struct PendingLocation: Sendable {
     var deleted: Bool
     var key: MessageKey
     var size: Int64
-    var headers: HeaderSummary?
 }
 
 /// Everything one run changes, written in one transaction.
@@ -98,6 +97,14 @@ extension Catalog {
                     INSERT INTO runs(id, started_at, finished_at, source, volume_id, messages_added, bytes_added,
                                      locations_added, flag_changes, deletions)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET
+                        finished_at = excluded.finished_at,
+                        volume_id = COALESCE(runs.volume_id, excluded.volume_id),
+                        messages_added = runs.messages_added + excluded.messages_added,
+                        bytes_added = runs.bytes_added + excluded.bytes_added,
+                        locations_added = runs.locations_added + excluded.locations_added,
+                        flag_changes = runs.flag_changes + excluded.flag_changes,
+                        deletions = runs.deletions + excluded.deletions
                     """, arguments: [c.runID, c.startedAt, c.finishedAt, c.source, c.volumes.first?.id, c.newMessages.count,
                                      c.newMessages.reduce(Int64(0)) { $0 + $1.size }, c.newLocations.count,
                                      c.flagChanges.count + c.newLocations.filter { $0.flags != $0.initialFlags }.count,

@@ -151,6 +151,47 @@ struct DamageTests {
         #expect(try await fetchAll(path) == 19)
     }
 
+    /// A run whose volumes reach the size limit commits as it goes; if it
+    /// then dies, what it committed stays and `check` is clean.
+    @Test func checkpointsKeepWhatARunStored() async throws {
+        let dir = makeTempDir("checkpoint")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let msgs = sampleMessages(40, bodyLines: 200)
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(compression: .none, volumeSizeLimit: 64 * 1024),
+                                      create: true, logger: testLogger)
+        s.faultPoint = .duringCommit
+        var placed: [Placed] = []
+        do {
+            placed = try await appendAll(s, msgs.map { (.inbox, [.seen], .now(), $0) })
+            try await s.setFlags([.flagged], .add, for: [placed[0].id], in: .inbox)
+            // Listing and reading across committed and pending parts of the run.
+            #expect(try await s.listMessages(in: .inbox).messages.count == 40)
+            #expect(try await readEverything(s)[.inbox]?.count == 40)
+            try await s.close()
+            Issue.record("the injected failure did not surface")
+        } catch let e as MailError {
+            #expect(e.kind == .storage)
+        }
+        let c = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        let listing = try c.list()
+        #expect(try c.check().isClean)
+        try await c.close()
+        #expect(listing.runs.count == 1)
+        #expect(listing.volumes.count >= 2)
+        #expect(listing.storedMessages > 0 && listing.storedMessages < 40)
+        #expect(listing.liveLocations == listing.storedMessages)
+        #expect(listing.runs[0].volumes == listing.volumes.map(\.name))
+        // The next run stores only what is missing.
+        let s2 = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        _ = try await appendAll(s2, msgs.map { (.inbox, [.seen], .now(), $0) })
+        try await s2.close()
+        let d = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        #expect(try d.list().storedMessages == 40)
+        #expect(try d.check().isClean)
+        try await d.close()
+    }
+
     @Test func leftoversOfACrashAreCleanedOnOpen() async throws {
         let dir = makeTempDir("leftover")
         defer { removeTree(dir) }
