@@ -547,7 +547,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                             folder: folder)
         }
         let date = request.internalDate ?? InternalDate.now()
-        let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : nil
+        let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : request.dateSource
         let locID: Int64 = try withState { s in
             if let broken = s.broken { throw broken }
             guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
@@ -582,7 +582,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             s.nextLocation += 1
             s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: keptFlags,
                                                   initialFlags: keptFlags, internalDate: date, dateSource: dateSource,
-                                                  sourceID: nil, deleted: false, key: key, size: spool.size))
+                                                  sourceID: request.sourceID, deleted: false, key: key, size: spool.size))
             s.touched = true
             if let b = s.builder, b.writer.bytesWritten >= options.volumeSizeLimit {
                 do {

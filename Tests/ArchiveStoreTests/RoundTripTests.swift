@@ -241,6 +241,26 @@ struct RoundTripTests {
         try await r.close()
     }
 
+    /// Provenance: the source identity and where the date came from are kept.
+    @Test func recordsSourceIdentityAndDateSource() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(source: "pop3://u@host:995"), create: true,
+                                      logger: testLogger)
+        let date = InternalDate(secondsSinceEpoch: 1_600_000_000)
+        let r = try await s.append(to: .inbox, AppendRequest(internalDate: date, dateSource: .received, sourceID: "UIDL abc123"),
+                                   body: .bytes(sampleMessages(1)[0])).result()
+        try await s.close()
+        let c = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let loc = try c.catalog.locations(folderID: nil, asOfRun: nil).first
+        #expect(loc?.sourceID == "UIDL abc123")
+        #expect(loc?.dateSource == .received)
+        #expect(try await c.listMessages(in: .inbox).messages.first { $0.id == r.id }?.dateSource == .received)
+        #expect(try c.list().runs.first?.source == "pop3://u@host:995")
+        try await c.close()
+    }
+
     /// A catalog that is not a database is a corrupt archive (exit 6).
     @Test func corruptCatalogIsRefused() async throws {
         let dir = makeTempDir()
