@@ -198,14 +198,6 @@ final class Catalog: @unchecked Sendable {
         }
     }
 
-    func hasKey(_ key: MessageKey) throws -> Bool {
-        try wrap("looking up a key") {
-            try db.read { db in
-                try Int64.fetchOne(db, sql: "SELECT id FROM messages WHERE key = ? LIMIT 1", arguments: [key.hex]) != nil
-            }
-        }
-    }
-
     /// Locations of one folder (or all folders when `folderID` is nil), as the
     /// set stood after run `asOfRun` (or now).
     func locations(folderID: Int64?, asOfRun: Int64?, ids: [Int64]? = nil) throws -> [LocationRecord] {
@@ -238,14 +230,24 @@ final class Catalog: @unchecked Sendable {
                 }
                 sql += " ORDER BY l.id"
                 var out = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).compactMap(LocationRecord.init(row:))
-                if let asOfRun {
-                    // Flags as they stood after that run.
+                if let asOfRun, !out.isEmpty {
+                    // Flags as they stood after that run: the last change up to it, else the first-seen flags.
+                    var latest: [Int64: String] = [:]
+                    var changeSQL = """
+                        SELECT fc.location_id AS l, fc.flags AS f FROM flag_changes fc
+                        WHERE fc.run_id <= ? AND fc.id = (SELECT id FROM flag_changes x WHERE x.location_id = fc.location_id
+                                                          AND x.run_id <= ? ORDER BY x.run_id DESC, x.id DESC LIMIT 1)
+                        """
+                    var changeArgs: [DatabaseValueConvertible?] = [asOfRun, asOfRun]
+                    if let folderID {
+                        changeSQL += " AND fc.location_id IN (SELECT id FROM locations WHERE folder_id = ?)"
+                        changeArgs.append(folderID)
+                    }
+                    for row in try Row.fetchAll(db, sql: changeSQL, arguments: StatementArguments(changeArgs)) {
+                        latest[row["l"]] = row["f"]
+                    }
                     for i in out.indices {
-                        let f = try String.fetchOne(db, sql: """
-                            SELECT flags FROM flag_changes WHERE location_id = ? AND run_id <= ?
-                            ORDER BY run_id DESC, id DESC LIMIT 1
-                            """, arguments: [out[i].id, asOfRun])
-                        out[i].flags = f.flatMap(Catalog.decodeFlags) ?? out[i].initialFlags
+                        out[i].flags = latest[out[i].id].flatMap(Catalog.decodeFlags) ?? out[i].initialFlags
                     }
                 }
                 return out
