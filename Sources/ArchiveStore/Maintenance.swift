@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import MailModel
 
 /// One volume as `archive list` shows it.
@@ -90,6 +91,48 @@ public struct ArchivePruneReport: Sendable, Hashable, Codable {
 }
 
 extension ArchiveStore {
+    // MARK: - One-call entry points for `mailferry archive list|check|prune PATH`
+
+    /// `archive list PATH`: opens the set read-only (shared lock) and lists it.
+    public static func list(path: String, logger: Logger) async throws -> ArchiveListing {
+        let s = try open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: logger)
+        do {
+            let l = try s.list()
+            try await s.close()
+            return l
+        } catch {
+            try? await s.close()
+            throw error
+        }
+    }
+
+    /// `archive check PATH`: re-reads every volume (shared lock). Exit 6 when
+    /// `report.error` is set; the report names every problem.
+    public static func check(path: String, logger: Logger) async throws -> ArchiveCheckReport {
+        let s = try open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: logger)
+        do {
+            let r = try s.check()
+            try await s.close()
+            return r
+        } catch {
+            try? await s.close()
+            throw error
+        }
+    }
+
+    /// `archive prune PATH --deleted-before DATE` (exclusive lock).
+    public static func prune(path: String, deletedBefore: InternalDate, logger: Logger) async throws -> ArchivePruneReport {
+        let s = try open(path: path, options: ArchiveOptions(), create: false, logger: logger)
+        do {
+            let r = try s.prune(deletedBefore: deletedBefore)
+            try await s.close()
+            return r
+        } catch {
+            try? await s.close()
+            throw error
+        }
+    }
+
     // MARK: - list
 
     public func list() throws -> ArchiveListing {

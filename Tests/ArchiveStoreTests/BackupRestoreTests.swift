@@ -207,4 +207,28 @@ struct BackupRestoreTests {
         #expect(report.exitCode == 0, "\(report.failures)")
         #expect(Snapshot.of(dst) == Snapshot.of(src))
     }
+
+    /// `--folder GLOB`: a partial restore takes only the matching folders.
+    @Test func partialRestoreByFolder() async throws {
+        guard let corpus = corpusMessages(limit: 60) else { return }
+        let dir = makeTempDir("partial")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let src = MemoryServer(kind: .imap, name: "src", firstUIDValidity: 100)
+        corpusSource(corpus, range: 0..<60, into: src)
+        #expect(try await backup(src, to: path, state: dir + "/b.sqlite").exitCode == 0)
+        let dst = MemoryServer(kind: .imap, name: "dst", firstUIDValidity: 900)
+        let state = try SQLiteStateStore(path: dir + "/r.sqlite")
+        defer { state.close() }
+        let job = MigrationJob(
+            source: { try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger) },
+            destination: { dst.makeStore() },
+            options: MigrationOptions(selection: FolderSelection(include: ["Février/**"]), command: "restore"),
+            state: state, logger: testLogger)
+        let report = try await job.run()
+        #expect(report.exitCode == 0, "\(report.failures)")
+        let want = Snapshot.of(src).folders.filter { $0.key.components.first == "Février" }
+        #expect(!want.isEmpty)
+        #expect(Snapshot.of(dst).folders == want)
+    }
 }

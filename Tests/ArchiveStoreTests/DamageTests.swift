@@ -315,6 +315,32 @@ struct DamageTests {
         }
     }
 
+    /// An entry whose size differs from the catalog's is corrupt, named by volume and entry.
+    @Test func sizeMismatchIsCorrupt() async throws {
+        let dir = makeTempDir("size")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let placed = try await backupRun(path, sampleMessages(1), options: ArchiveOptions(compression: .none))
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let entry = try s.catalog.messagesInVolume(1)[0].entryPath
+        try await s.close()
+        let script = #"""
+        import io, sys, tarfile
+        out, name, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+            ti = tarfile.TarInfo(name); ti.size = size; ti.mode = 0o600
+            t.addfile(ti, io.BytesIO(b"x" * size))
+        """#
+        try script.write(toFile: dir + "/make.py", atomically: true, encoding: .utf8)
+        let (status, out) = try run("/usr/bin/env", ["python3", dir + "/make.py", path + "/volumes/v000001.tar", entry,
+                                                     String(placed[0].bytes.count + 7)])
+        try #require(status == 0, "\(out)")
+        let report = try await ArchiveStore.check(path: path, logger: testLogger)
+        #expect(report.error?.exitCode == 6)
+        #expect(report.problems.contains { $0.description.contains("v000001.tar") && $0.message.contains("does not match the catalog") },
+                "\(report.problems)")
+    }
+
     /// A volume swapped for a hostile one is caught by `check` and by a restore.
     @Test func hostileVolumeInASet() async throws {
         let dir = makeTempDir("hostile-set")
