@@ -36,6 +36,10 @@ final class Catalog: @unchecked Sendable {
         }
         do {
             db = try DatabaseQueue(path: path, configuration: config)
+            if try db.read({ try Self.migrator.hasBeenSuperseded($0) }) {
+                throw MailError(.usage, scope: .local, "catalog \(path) was written by a newer mailferry",
+                                hint: "use that version, or a newer one, to read this archive")
+            }
             try Self.migrator.migrate(db)
             try db.write { db in
                 for name in ["next_run", "next_volume", "next_message", "next_location", "next_folder"] {
@@ -48,8 +52,10 @@ final class Catalog: @unchecked Sendable {
             }
         } catch let e as MailError {
             throw e
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB || e.resultCode == .SQLITE_CORRUPT {
+            throw MailError(.corrupt, scope: .local, "catalog \(path) is damaged: \(e.message ?? "\(e.resultCode)")")
         } catch {
-            throw MailError(.corrupt, scope: .local, "catalog \(path) cannot be opened: \(error)")
+            throw MailError(.storage, scope: .local, "catalog \(path) cannot be opened: \(error)")
         }
     }
 
