@@ -136,9 +136,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             ? [.folders, .createFolders, .append, .flags, .keywords, .internalDate, .delete, .setFlags,
                .persistentIDs, .appendReturnsID]
             : [.folders, .flags, .keywords, .internalDate, .persistentIDs]
-        state = SessionState(runID: try catalog.counter("next_run"), startedAt: Int64(Date().timeIntervalSince1970),
+        // A writable session takes its run number durably up front, and its
+        // message ids are RUN << 32 | n: ids handed out by a run that died
+        // before committing are never handed out again, so an id a transfer
+        // state remembers can never come to name another message.
+        let runID = writable ? try catalog.reserveRun() : try catalog.counter("next_run")
+        state = SessionState(runID: runID, startedAt: Int64(Date().timeIntervalSince1970),
                              nextMessage: try catalog.counter("next_message"),
-                             nextLocation: try catalog.counter("next_location"),
+                             nextLocation: (runID << 32) | 1,
                              nextFolder: try catalog.counter("next_folder"),
                              nextVolume: try catalog.counter("next_volume"))
         for f in try catalog.folders() { state.folderIDs[f.path] = f.id }
@@ -726,7 +731,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 folderIDs: s.folderIDs, newLocations: s.newLocations,
                 flagChanges: s.flagChangeOrder.compactMap { id in s.flagChanges[id].map { (id, $0) } },
                 deletions: s.deletions, newKeywords: s.newKeywords,
-                counters: ["next_run": s.runID + 1, "next_message": s.nextMessage, "next_location": s.nextLocation,
+                counters: ["next_message": s.nextMessage,
                            "next_folder": s.nextFolder, "next_volume": s.nextVolume])
             try catalog.commit(commit)
             logger.info(final ? "archive run recorded" : "archive run checkpointed", metadata: [

@@ -149,6 +149,17 @@ final class Catalog: @unchecked Sendable {
 
     func counter(_ name: String) throws -> Int64 { Int64(try meta(name) ?? "1") ?? 1 }
 
+    /// Takes the next run number for good (committed at once).
+    func reserveRun() throws -> Int64 {
+        try wrap("reserving a run number") {
+            try db.write { db in
+                let run = Int64(try String.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'next_run'") ?? "1") ?? 1
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'next_run'", arguments: [String(run + 1)])
+                return run
+            }
+        }
+    }
+
     func volumes() throws -> [VolumeRecord] {
         try wrap("listing volumes") {
             try db.read { db in
