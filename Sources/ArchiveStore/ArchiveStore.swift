@@ -49,9 +49,14 @@ public struct ArchiveOptions: Sendable, Hashable {
 ///   the message stays in the archive, marked, until `prune`.
 /// - `close()` seals the volume (temporary name, fsync, rename) and records
 ///   everything in one catalog transaction. **Appends are durable only once
-///   `close()` has returned**: the `PendingAppend`s resolve at append time with
-///   the catalog id the location will have; if `close()` fails or the process
-///   dies first, none of the run is in the archive and a re-run stores it again.
+///   `close()` has returned** (or a checkpoint, below): the `PendingAppend`s
+///   resolve at append time with the catalog id the location will have; if
+///   `close()` fails or the process dies first, what was pending is not in the
+///   archive and a re-run stores it again. Its ids are never handed out again
+///   (they are `RUN << 32 | n`, and the run number is taken durably at open).
+/// - A long run commits on the way, whenever its volume reaches
+///   `volumeSizeLimit` or it holds 50,000 new locations: each checkpoint is
+///   atomic like `close()`, and what it committed stays if the run dies later.
 ///
 /// Opening the same archive for writing again in one process (as parallel
 /// transfer workers do) returns the same store: its methods may be called
@@ -79,6 +84,10 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     private var lockFD: Int32
     var state: SessionState
     private var isClosed = false
+
+    /// A run also commits what it has after this many new locations, so that
+    /// its bookkeeping in memory stays small however many messages it stores.
+    static let checkpointEvery = 50_000
 
     /// Test hooks: fail at a point of `close()`.
     enum FaultPoint: Sendable { case writingVolume(afterBytes: Int64), beforeRename, afterRename, duringCommit }
@@ -589,7 +598,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                                                   initialFlags: keptFlags, internalDate: date, dateSource: dateSource,
                                                   sourceID: request.sourceID, deleted: false, key: key, size: spool.size))
             s.touched = true
-            if let b = s.builder, b.writer.bytesWritten >= options.volumeSizeLimit {
+            let volumeFull = (s.builder?.writer.bytesWritten ?? 0) >= options.volumeSizeLimit
+            if volumeFull || s.newLocations.count >= Self.checkpointEvery {
                 do {
                     try commitPending(&s, final: false)
                 } catch let e as MailError {
