@@ -391,6 +391,20 @@ extension SHA256.Digest {
     var hexString: String { Array(self).hexString }
 }
 
+/// SHA-256 of raw bytes (no line-ending normalisation), streamed.
+struct RawSHA256 {
+    private var sha = SHA256()
+    init() {}
+    mutating func update(_ bytes: UnsafeRawBufferPointer) { sha.update(bufferPointer: bytes) }
+    mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { sha.update(bufferPointer: $0) } }
+    func finalize() -> String { sha.finalize().hexString }
+    static func of(_ bytes: [UInt8]) -> String {
+        var h = RawSHA256()
+        h.update(bytes)
+        return h.finalize()
+    }
+}
+
 /// SHA-256 of a whole file, streamed.
 func sha256OfFile(_ path: String) throws -> String {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
