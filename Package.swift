@@ -87,6 +87,7 @@ let package = Package(
             dependencies: [
                 "MailModel", "MailStore", "CArchive",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -137,7 +138,7 @@ let package = Package(
         .testTarget(name: "IMAPClientTests", dependencies: ["IMAPClient", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "POP3ClientTests", dependencies: ["POP3Client", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailStoreTests", dependencies: ["MailStore", "MailTestSupport"], swiftSettings: swift6),
-        .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState"], swiftSettings: swift6),
         .testTarget(name: "SyncStateTests", dependencies: ["SyncState"], swiftSettings: swift6),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailferryCLITests", dependencies: ["MailferryCLI", "MailTestSupport"], swiftSettings: swift6),
