@@ -441,6 +441,13 @@ public final class POP3Connection: @unchecked Sendable {
 
     public func noop() async throws { try await simple(.noop) }
 
+    /// LIST n: whether message n exists (and is not marked deleted).
+    public func exists(_ number: Int) async throws -> Bool {
+        try await skipUnread()
+        try await send([.list(number)])
+        return try await status(for: .list(number)).isOK
+    }
+
     /// RSET: unmarks every message marked for deletion in this session.
     public func rset() async throws { try await simple(.rset) }
 
@@ -477,7 +484,8 @@ public final class POP3Connection: @unchecked Sendable {
         try await pipeline(commands) { i, status, stream in
             if let stream {
                 try await handler(numbers[i], stream)
-            } else if status.text.localizedCaseInsensitiveContains("no such message") || status.code == nil {
+            } else if status.code == nil {
+                // Most likely deleted meanwhile; `exists(_:)` can confirm.
                 missing.append(numbers[i])
             } else {
                 throw POP3Errors.refused(status, command: commands[i], host: settings.host).with(messageID: String(numbers[i]))
