@@ -173,6 +173,11 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
 
     /// Opens (or with `create`, creates) the archive at `path`.
     ///
+    /// `create` also marks the session as a backup: it records a run at
+    /// `close()` even when nothing was new (so `archive list` shows every
+    /// backup). Open sources for a restore with `readOnly` (a shared lock, so
+    /// parallel readers and `archive list|check` can run together).
+    ///
     /// A writable open takes an exclusive lock (`PATH/lock`) and removes what
     /// a crashed run left behind: temporary files, and volume files that no
     /// catalog row references (a volume renamed into place just before a
