@@ -80,10 +80,15 @@ func appendAll(_ store: ArchiveStore, _ items: [(FolderPath, Flags, InternalDate
                chunk: Int = 4000, knownSize: Bool = true) async throws -> [Placed] {
     var out: [Placed] = []
     for (folder, flags, date, bytes) in items {
+        try await store.createFolder(folder)
         let body = chunkedBody(bytes, chunk: chunk, knownSize: knownSize)
         let r = try await store.append(to: folder, AppendRequest(flags: flags, internalDate: date), body: body).result()
         guard let id = r.id else { throw MailError(.storage, scope: .local, "no id") }
-        out.append(Placed(folder: folder, bytes: bytes, flags: flags, date: date, id: id, key: r.key))
+        // Keywords that are not IMAP atoms are refused, and said so.
+        let invalid = flags.keywords.filter { !$0.isValidKeyword }
+        guard Set(r.droppedFlags) == Set(invalid) else { throw MailError(.storage, scope: .local, "dropped \(r.droppedFlags)") }
+        out.append(Placed(folder: folder, bytes: bytes, flags: Flags(flags.filter { $0.isSystem || $0.isValidKeyword }),
+                          date: date, id: id, key: r.key))
     }
     return out
 }
@@ -127,6 +132,33 @@ func readEverything(_ store: some MailStore) async throws -> [FolderPath: [Messa
         out[f.path] = m
     }
     return out
+}
+
+/// Like `readEverything`, but keeps only each body's raw SHA-256 and size
+/// (byte-exact comparison without holding the bodies).
+func digestEverything(_ store: some MailStore) async throws -> [FolderPath: [MessageID: (MessageInfo, String)]] {
+    var out: [FolderPath: [MessageID: (MessageInfo, String)]] = [:]
+    for f in try await store.folders() where f.selectable {
+        let listing = try await store.listMessages(in: f.path)
+        let box = DigestBox()
+        let missing = try await store.fetchMessages(listing.messages.map(\.id), in: f.path) { info, body in
+            var h = RawSHA256()
+            for try await chunk in body { chunk.withUnsafeReadableBytes { h.update($0) } }
+            box.add(info, h.finalize())
+        }
+        guard missing.isEmpty else { throw MailError(.notFound, scope: .folder, "missing \(missing)") }
+        let listed = Dictionary(uniqueKeysWithValues: listing.messages.map { ($0.id, $0) })
+        var m: [MessageID: (MessageInfo, String)] = [:]
+        for (info, d) in box.items { m[info.id] = (listed[info.id] ?? info, d) }
+        out[f.path] = m
+    }
+    return out
+}
+
+final class DigestBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var items: [(MessageInfo, String)] = []
+    func add(_ i: MessageInfo, _ d: String) { lock.lock(); items.append((i, d)); lock.unlock() }
 }
 
 final class Collector: @unchecked Sendable {
