@@ -103,3 +103,24 @@ struct ConformanceSensitivityTests {
         }
     }
 }
+
+/// Engineer transfer's in-memory IMAP-like store runs the same suite.
+struct MemoryStoreConformanceTests {
+    static let checks = ["folderNames", "inboxRoundTrip", "syntheticRoundTrip", "missingFolder"]
+
+    @Test(arguments: checks)
+    func memoryStore(_ check: String) async throws {
+        let server = MemoryServer(kind: .imap, name: "memory")
+        let suite = StoreConformance(name: "MemoryStore") { server.makeStore() }
+        switch check {
+        case "folderNames": try await suite.folderNames()
+        case "inboxRoundTrip", "syntheticRoundTrip":
+            // Known: MemoryStore keeps a keyword that is not an IMAP atom ("Ünicode")
+            // instead of reporting it in droppedFlags as an IMAP server would.
+            await withKnownIssue("MemoryStore accepts keywords that are not IMAP atoms") {
+                if check == "inboxRoundTrip" { try await suite.inboxRoundTrip() } else { try await suite.syntheticRoundTrip() }
+            }
+        default: try await suite.missingFolder()
+        }
+    }
+}
