@@ -16,6 +16,7 @@ Knobs (environment):
   BENCH_SEED=20261122   corpus seed
   BENCH_WORK=/tmp/mailferry-bench-UID   scratch (corpus cache, Dovecot, destinations)
   BENCH_RESULTS=bench-results           where the JSON goes
+  BENCH_FIXTURE=        a mailferry-fixture executable (default: BENCH_BIN_DIR/mailferry-fixture)
   BENCH_BIN_DIR=        SwiftPM bin dir holding mailferry (and mailferry-fixture); the Makefile
                         passes the release one. BENCH_MAILFERRY overrides the binary itself.
   BENCH_TIMEOUT=        seconds per run before it counts as failed (default 60 + 0.06 * messages)
