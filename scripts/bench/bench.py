@@ -183,6 +183,27 @@ def tail(path, n=300):
     return (lines[-1] if lines else "")[-n:]
 
 
+def failure_line(path):
+    """The most telling line of a failed run's stderr: a Swift crash's first line, else the last line."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8000).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in head.splitlines():
+        if any(k in line for k in ("Fatal error", "Precondition failed", "Assertion failed", "Program crashed")):
+            return line.strip()[:300]
+    return tail(path)
+
+
+def exit_text(code):
+    if code < 0:
+        return "killed by signal %d" % -code
+    if code > 128:
+        return "exit %d (signal %d)" % (code, code - 128)
+    return "exit %d" % code
+
+
 def count_maildir(root):
     """Messages in a tree of Maildirs: files in every cur/ and new/."""
     n = 0
@@ -418,9 +439,11 @@ class Bench:
                 if whys:
                     self.notes.append("mailferry probe: " + whys[0])
                 return "ok"
-            last = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
-            whys.append("a %d-message `mailferry migrate` %s->Maildir exited %d with %d of %d messages%s" % (
-                want, proto, r.returncode, got, want, (": " + last[-1].strip()[:160]) if last else ""))
+            with open(d + "/stderr", "w") as f:
+                f.write(r.stderr or r.stdout or "")
+            line = failure_line(d + "/stderr")
+            whys.append("a %d-message `mailferry migrate` %s->Maildir: %s with %d of %d messages%s" % (
+                want, proto, exit_text(r.returncode), got, want, (": " + line[:200]) if line else ""))
         return "; ".join(whys)
 
     def mf_common(self):
@@ -634,7 +657,7 @@ class Bench:
                 if res["timed_out"]:
                     rec["reason"] = "timed out after %.0f s" % self.timeout
                 elif res["exit"] != 0:
-                    rec["reason"] = "exit %d: %s" % (res["exit"], tail(os.path.join(rdir, kind + ".stderr")) or tail(os.path.join(rdir, kind + ".stdout")))
+                    rec["reason"] = "%s: %s" % (exit_text(res["exit"]), failure_line(os.path.join(rdir, kind + ".stderr")) or tail(os.path.join(rdir, kind + ".stdout")))
                 else:
                     rec["reason"] = "%d of %d messages in the destination%s" % (
                         got, expected, " (duplicates)" if kind == "noop" and got > expected else "")
