@@ -207,7 +207,7 @@ def generate_big(path, mb, seed):
             % (rfc5322_date(t, 0), mb, mb, seed, boundary, boundary, text_body(rng, 800), boundary)).encode()
     tail = ("--%s--\n" % boundary).encode()
     target = mb * 1_000_000
-    raw_total = (target - len(head) - len(tail)) * 57 // 77  # 57 raw bytes -> 76 chars + LF
+    raw_total = (target - len(head) - len(tail) - 80) * 57 // 77  # 57 raw bytes -> 76 chars + LF
     size = lines = 0
     with open(path + ".tmp", "wb") as f:
         f.write(head)
