@@ -130,6 +130,14 @@ def run_measured(argv, env, out_prefix, timeout, server_pid=None, proxy_pid=None
             except OSError:
                 pass
             _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            # Ctrl-C or SIGTERM: the tool runs in its own session, so stop it here.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+                os.wait4(p.pid, 0)
+            except OSError:
+                pass
+            raise
         wall = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     time.sleep(0.2)  # let Dovecot reap its session processes before the CPU snapshot
@@ -883,4 +891,12 @@ class Bench:
 
 
 if __name__ == "__main__":
-    sys.exit(Bench().main())
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the proxy and Dovecot are stopped.
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(Bench().main())
+    except KeyboardInterrupt:
+        log("bench: interrupted; Dovecot and the proxy are stopped, partial runs left in $BENCH_WORK")
+        sys.exit(130)
