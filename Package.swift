@@ -46,16 +46,25 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swift6),
         .target(
             name: "IMAPClient",
-            dependencies: ["IMAPCore", "MailNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "IMAPCore", "MailNet", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: swift6),
         .target(
             name: "POP3Client",
-            dependencies: ["POP3Core", "MailNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["POP3Core", "MailNet", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swift6),
         // libarchive, found through pkg-config.
         .systemLibrary(
@@ -66,7 +75,7 @@ let package = Package(
         .target(
             name: "MailStore",
             dependencies: [
-                "MailModel", "IMAPClient", "POP3Client",
+                "MailModel", "IMAPClient", "POP3Client", "MailNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -78,6 +87,7 @@ let package = Package(
             dependencies: [
                 "MailModel", "MailStore", "CArchive",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -128,7 +138,7 @@ let package = Package(
         .testTarget(name: "IMAPClientTests", dependencies: ["IMAPClient", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "POP3ClientTests", dependencies: ["POP3Client", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailStoreTests", dependencies: ["MailStore", "MailTestSupport"], swiftSettings: swift6),
-        .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState"], swiftSettings: swift6),
         .testTarget(name: "SyncStateTests", dependencies: ["SyncState"], swiftSettings: swift6),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailferryCLITests", dependencies: ["MailferryCLI", "MailTestSupport"], swiftSettings: swift6),
