@@ -21,6 +21,9 @@ Knobs (environment):
                         passes the release one. BENCH_MAILFERRY overrides the binary itself.
   BENCH_TIMEOUT=        seconds per run before it counts as failed (default 60 + 0.06 * messages)
   BENCH_SETTLE=1        seconds to wait after the pre-run sync
+  BENCH_BUDGET=600      seconds for the whole measurement: rounds that would overrun it are
+                        skipped, and the table says so (0: no limit)
+  BENCH_KEEP=1          keep every run's output, logs and reports in BENCH_WORK (for debugging)
 """
 import datetime
 import json
@@ -268,6 +271,7 @@ class Bench:
         self.results_dir = os.environ.get("BENCH_RESULTS") or os.path.join(REPO, "bench-results")
         self.timeout = env_float("BENCH_TIMEOUT", 60 + 0.06 * self.messages)
         self.settle_s = env_float("BENCH_SETTLE", 1.0)
+        self.budget_s = env_float("BENCH_BUDGET", 600.0)
         self.tools_filter = set(filter(None, os.environ.get("BENCH_TOOLS", "").replace(" ", "").split(",")))
         self.paths_filter = set(filter(None, os.environ.get("BENCH_PATHS", "").replace(" ", "").split(",")))
         rtt = os.environ.get("BENCH_RTT_MS", "").strip()
@@ -647,6 +651,12 @@ class Bench:
                                 totals[k] = totals.get(k, 0) + folder[k]
                     if totals:
                         rec["mailferry_totals"] = totals
+                    fails = rep.get("failures") if isinstance(rep, dict) else None
+                    if fails:
+                        rec["mailferry_failures"] = len(fails)
+                        f0 = fails[0] if isinstance(fails[0], dict) else {}
+                        rec["mailferry_first_failure"] = "%s %s: %s" % (
+                            f0.get("folder", "?"), f0.get("sourceID", ""), f0.get("reason", ""))
                 except (OSError, ValueError):
                     pass
                 os.replace(report, os.path.join(rdir, "report-%s.json" % kind))
@@ -665,7 +675,11 @@ class Bench:
                 if res["timed_out"]:
                     rec["reason"] = "timed out after %.0f s" % self.timeout
                 elif res["exit"] != 0:
-                    rec["reason"] = "%s: %s" % (exit_text(res["exit"]), failure_line(os.path.join(rdir, kind + ".stderr")) or tail(os.path.join(rdir, kind + ".stdout")))
+                    why = rec.get("mailferry_first_failure")
+                    if why:
+                        why = "%d failed, first: %s" % (rec.get("mailferry_failures", 0), why)
+                    rec["reason"] = "%s: %s" % (exit_text(res["exit"]), why or failure_line(os.path.join(rdir, kind + ".stderr"))
+                                                or tail(os.path.join(rdir, kind + ".stdout")))
                 else:
                     rec["reason"] = "%d of %d messages in the destination%s" % (
                         got, expected, " (duplicates)" if kind == "noop" and got > expected else "")
@@ -688,9 +702,22 @@ class Bench:
             self.start_proxy(delay)
         try:
             cases = self.cases()
+            mode_start = time.monotonic()
             doveadm_case = self.want_tool("doveadm") and self.want_path("server-local") and delay is None
             failed = set()
             for rnd in range(self.runs):
+                # Keep `make bench` inside its time budget: skip a round that would overrun it.
+                spent = time.monotonic() - self.t0
+                if rnd > 0 and self.budget_s > 0:
+                    per_round = (time.monotonic() - mode_start) / rnd
+                    modes_left = len(self.modes) - [m[0] for m in self.modes].index(mode) - 1
+                    if spent + per_round * (1 + modes_left) > self.budget_s:
+                        note = ("%s: stopped after %d of %d rounds to stay within BENCH_BUDGET=%.0f s "
+                                "(a round took %.0f s); medians are of %d run(s)" % (
+                                    mode, rnd, self.runs, self.budget_s, per_round, rnd))
+                        self.notes.append(note)
+                        log("bench: " + note)
+                        break
                 self.last_archive = {}
                 self.keep_until_round_end = []
                 for tool, pid in cases:
@@ -840,7 +867,7 @@ class Bench:
 
     def main(self):
         started = datetime.datetime.now(datetime.timezone.utc)
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
         self.load_start = os.getloadavg()[0]
         self.setup()
         try:
@@ -882,9 +909,12 @@ class Bench:
             json.dump(doc, f, indent=1)
         print()
         print("results: %s (%.0f s in all)" % (os.path.relpath(out, os.getcwd()), time.monotonic() - t0))
-        shutil.rmtree(os.path.join(self.work, "runs"), ignore_errors=True)
-        shutil.rmtree(self.trash, ignore_errors=True)
-        shutil.rmtree(self.fx.root, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") == "1":
+            log("bench: BENCH_KEEP=1: runs kept in %s (the next bench deletes them)" % self.work)
+        else:
+            shutil.rmtree(os.path.join(self.work, "runs"), ignore_errors=True)
+            shutil.rmtree(self.trash, ignore_errors=True)
+            shutil.rmtree(self.fx.root, ignore_errors=True)
         with open(os.path.join(self.work, "last-delete"), "w") as f:
             f.write("%f\n" % time.time())
         return 0
