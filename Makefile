@@ -8,7 +8,7 @@ SWIFT_BUILD_FLAGS ?=
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := libarchive-dev pkg-config dovecot-imapd dovecot-pop3d openssl zstd xz-utils python3 ca-certificates
 
-.PHONY: all deps build release test demo bench bench-deps bench-run install uninstall clean fuzz fuzz-imap fuzz-pop3 man completions
+.PHONY: all deps build release test demo bench bench-deps bench-run bench-test install uninstall clean fuzz fuzz-imap fuzz-pop3 man completions
 
 all: build
 
@@ -50,6 +50,10 @@ bench: release bench-deps
 
 bench-run:
 	@BENCH_BIN_DIR="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_BUILD_FLAGS))" bash scripts/bench.sh
+
+# The harness's own self-tests (corpus, delaying proxy, counters); no build needed.
+bench-test:
+	python3 -m unittest discover -s scripts/bench -p 'test_*.py'
 
 # The peers (mbsync from isync, mpop) and GNU time. Without root or sudo, the bench
 # still runs and says which peers it skipped.

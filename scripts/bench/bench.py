@@ -9,16 +9,21 @@ Knobs (environment):
                         proxy delays; `direct` in the list adds plain loopback.
   BENCH_TLS=starttls    starttls (every tool uses STARTTLS with the fixture CA) or none
   BENCH_PARALLEL=4      mailferry --parallel
+  BENCH_BIG_MB=200      also move one message of this many MB IMAP -> IMAP (peak RSS target); 0: off
   BENCH_TOOLS=          comma list to run only some of: mailferry,mbsync,mpop,doveadm
   BENCH_PATHS=          comma list of path ids (pop3-imap,pop3-maildir,imap-imap,imap-maildir,
-                        imap-archive,archive-imap,server-local)
+                        imap-archive,archive-imap,server-local,big-imap-imap)
   BENCH_SEED=20261122   corpus seed
   BENCH_WORK=/tmp/mailferry-bench-UID   scratch (corpus cache, Dovecot, destinations)
   BENCH_RESULTS=bench-results           where the JSON goes
+  BENCH_FIXTURE=        a mailferry-fixture executable (default: BENCH_BIN_DIR/mailferry-fixture)
   BENCH_BIN_DIR=        SwiftPM bin dir holding mailferry (and mailferry-fixture); the Makefile
                         passes the release one. BENCH_MAILFERRY overrides the binary itself.
   BENCH_TIMEOUT=        seconds per run before it counts as failed (default 60 + 0.06 * messages)
   BENCH_SETTLE=1        seconds to wait after the pre-run sync
+  BENCH_BUDGET=600      seconds for the whole measurement: rounds that would overrun it are
+                        skipped, and the table says so (0: no limit)
+  BENCH_KEEP=1          keep every run's output, logs and reports in BENCH_WORK (for debugging)
 """
 import datetime
 import json
@@ -50,6 +55,7 @@ PATHS = [
     ("imap-archive", "IMAP -> archive (zstd)", "imap", "archive"),
     ("archive-imap", "archive -> IMAP (restore)", "archive", "imap"),
     ("server-local", "server-local (doveadm backup)", "imap", "maildir"),
+    ("big-imap-imap", "IMAP -> IMAP, one big message", "imap", "imap"),
 ]
 PATH_LABEL = {p[0]: p[1] for p in PATHS}
 
@@ -127,6 +133,14 @@ def run_measured(argv, env, out_prefix, timeout, server_pid=None, proxy_pid=None
             except OSError:
                 pass
             _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            # Ctrl-C or SIGTERM: the tool runs in its own session, so stop it here.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+                os.wait4(p.pid, 0)
+            except OSError:
+                pass
+            raise
         wall = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     time.sleep(0.2)  # let Dovecot reap its session processes before the CPU snapshot
@@ -180,6 +194,27 @@ def tail(path, n=300):
     return (lines[-1] if lines else "")[-n:]
 
 
+def failure_line(path):
+    """The most telling line of a failed run's stderr: a Swift crash's first line, else the last line."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8000).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in head.splitlines():
+        if any(k in line for k in ("Fatal error", "Precondition failed", "Assertion failed", "Program crashed")):
+            return line.strip()[:300]
+    return tail(path)
+
+
+def exit_text(code):
+    if code < 0:
+        return "killed by signal %d" % -code
+    if code > 128:
+        return "exit %d (signal %d)" % (code, code - 128)
+    return "exit %d" % code
+
+
 def count_maildir(root):
     """Messages in a tree of Maildirs: files in every cur/ and new/."""
     n = 0
@@ -230,10 +265,13 @@ class Bench:
         if self.tls not in ("starttls", "none"):
             raise SystemExit("BENCH_TLS must be starttls or none")
         self.parallel = env_int("BENCH_PARALLEL", 4)
+        self.big_mb = env_int("BENCH_BIG_MB", 200)
+        self.big_wire = 0
         self.work = os.environ.get("BENCH_WORK") or "/tmp/mailferry-bench-%d" % os.getuid()
         self.results_dir = os.environ.get("BENCH_RESULTS") or os.path.join(REPO, "bench-results")
         self.timeout = env_float("BENCH_TIMEOUT", 60 + 0.06 * self.messages)
         self.settle_s = env_float("BENCH_SETTLE", 1.0)
+        self.budget_s = env_float("BENCH_BUDGET", 600.0)
         self.tools_filter = set(filter(None, os.environ.get("BENCH_TOOLS", "").replace(" ", "").split(",")))
         self.paths_filter = set(filter(None, os.environ.get("BENCH_PATHS", "").replace(" ", "").split(",")))
         rtt = os.environ.get("BENCH_RTT_MS", "").strip()
@@ -348,6 +386,11 @@ class Bench:
         self.fx.seed("src-imap", entries, self.msgdir)
         # POP3 has one folder; its messages are \Seen already so RETR changes nothing on the server.
         self.fx.seed("src-pop", [dict(e, folder="INBOX") for e in entries], self.msgdir, flags_override="S")
+        if self.big_mb > 0:
+            big = os.path.join(cdir, "big-%d.eml" % self.big_mb)
+            entry = corpus.generate_big(big, self.big_mb, self.seed)
+            self.big_wire = entry["wire_size"]
+            self.fx.seed("src-big", [entry], cdir)
         log("bench: seeded src-imap (%d folders) and src-pop (INBOX) in %.1f s" % (
             len(self.corpus["folders"]), time.monotonic() - t))
         self.expected = len(entries)
@@ -408,9 +451,11 @@ class Bench:
                 if whys:
                     self.notes.append("mailferry probe: " + whys[0])
                 return "ok"
-            last = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
-            whys.append("a %d-message `mailferry migrate` %s->Maildir exited %d with %d of %d messages%s" % (
-                want, proto, r.returncode, got, want, (": " + last[-1].strip()[:160]) if last else ""))
+            with open(d + "/stderr", "w") as f:
+                f.write(r.stderr or r.stdout or "")
+            line = failure_line(d + "/stderr")
+            whys.append("a %d-message `mailferry migrate` %s->Maildir: %s with %d of %d messages%s" % (
+                want, proto, exit_text(r.returncode), got, want, (": " + line[:200]) if line else ""))
         return "; ".join(whys)
 
     def mf_common(self):
@@ -434,6 +479,11 @@ class Bench:
                     out.append(("mbsync", pid))
         if self.want_tool("mpop") and shutil.which("mpop") and self.want_path("pop3-maildir"):
             out.append(("mpop", "pop3-maildir"))
+        if self.big_mb > 0 and self.want_path("big-imap-imap"):
+            if self.want_tool("mailferry") and mf_ok:
+                out.append(("mailferry", "big-imap-imap"))
+            if self.want_tool("mbsync") and shutil.which("mbsync"):
+                out.append(("mbsync", "big-imap-imap"))
         return out
 
     def plan(self, tool, pid, rdir, tag, rnd):
@@ -445,10 +495,11 @@ class Bench:
         outputs = [rdir]
         if tool == "mailferry":
             exe = self.mailferry
-            src = {"pop3": "pop3://src-pop@%s:%d" % (phost, pport), "imap": "imap://src-imap@%s:%d" % (ihost, iport)}
+            src = {"pop3": "pop3://src-pop@%s:%d" % (phost, pport),
+                   "imap": "imap://%s@%s:%d" % ("src-big" if pid == "big-imap-imap" else "src-imap", ihost, iport)}
             common = ["--state", rdir + "/state.sqlite", "--json", "--report", rdir + "/report.json",
                       "--parallel", str(self.parallel)] + self.mf_common()
-            if pid in ("pop3-imap", "imap-imap", "archive-imap"):
+            if pid in ("pop3-imap", "imap-imap", "archive-imap", "big-imap-imap"):
                 dst = "imap://%s@%s:%d" % (dst_user, ihost, iport)
                 verify = lambda: self.fx.count(dst_user)  # noqa: E731
                 outputs.append(self.fx.home(dst_user))
@@ -465,7 +516,7 @@ class Bench:
                     return None, "skipped: needs this round's IMAP -> archive volume, and that run failed"
                 argv = [exe, "restore", "--from", "archive:" + archive, "--to", dst] + common
             else:
-                argv = [exe, "migrate", "--from", src[pid.split("-")[0]], "--to", dst] + common
+                argv = [exe, "migrate", "--from", src["pop3" if pid.startswith("pop3") else "imap"], "--to", dst] + common
             return {"argv": argv, "env": env, "verify": verify, "outputs": outputs, "noop": True}, None
         if tool == "mbsync":
             os.makedirs(rdir + "/syncstate", exist_ok=True)
@@ -474,9 +525,10 @@ class Bench:
             kw = self.mbsync_tls_keyword()
             tls = ("%s STARTTLS\nCertificateFile %s\nSystemCertificates no\n" % (kw, self.fx.ca_file)
                    if self.tls == "starttls" else "%s None\n" % kw)
-            rc = ("IMAPAccount far\nHost %s\nPort %d\nUser src-imap\nPass %s\nAuthMechs LOGIN PLAIN\n%s\n"
-                  "IMAPStore far\nAccount far\n\n" % (ihost, iport, self.fx.password, tls))
-            if pid == "imap-imap":
+            far_user = "src-big" if pid == "big-imap-imap" else "src-imap"
+            rc = ("IMAPAccount far\nHost %s\nPort %d\nUser %s\nPass %s\nAuthMechs LOGIN PLAIN\n%s\n"
+                  "IMAPStore far\nAccount far\n\n" % (ihost, iport, far_user, self.fx.password, tls))
+            if pid in ("imap-imap", "big-imap-imap"):
                 rc += ("IMAPAccount near\nHost %s\nPort %d\nUser %s\nPass %s\nAuthMechs LOGIN PLAIN\n%s\n"
                        "IMAPStore near\nAccount near\n\n" % (ihost, iport, dst_user, self.fx.password, tls))
                 verify = lambda: self.fx.count(dst_user)  # noqa: E731
@@ -526,6 +578,12 @@ class Bench:
             except Exception:
                 self._mbsync_kw = "SSLType"
         return self._mbsync_kw
+
+    def expect(self, pid):
+        """(messages, MB on the wire) a run of path `pid` moves."""
+        if pid == "big-imap-imap":
+            return 1, self.big_wire / 1e6
+        return self.expected, self.mb
 
     def verify_archive(self, archive):
         vols, size, msgs = archive_summary(archive)
@@ -593,16 +651,23 @@ class Bench:
                                 totals[k] = totals.get(k, 0) + folder[k]
                     if totals:
                         rec["mailferry_totals"] = totals
+                    fails = rep.get("failures") if isinstance(rep, dict) else None
+                    if fails:
+                        rec["mailferry_failures"] = len(fails)
+                        f0 = fails[0] if isinstance(fails[0], dict) else {}
+                        rec["mailferry_first_failure"] = "%s %s: %s" % (
+                            f0.get("folder", "?"), f0.get("sourceID", ""), f0.get("reason", ""))
                 except (OSError, ValueError):
                     pass
                 os.replace(report, os.path.join(rdir, "report-%s.json" % kind))
             rec["messages_found"] = got
-            ok = res["exit"] == 0 and not res["timed_out"] and (got == self.expected or (got == -1 and pid == "imap-archive"))
+            expected, mb = self.expect(pid)
+            ok = res["exit"] == 0 and not res["timed_out"] and (got == expected or (got == -1 and pid == "imap-archive"))
             rec["ok"] = ok
             if kind == "copy":
-                rec["messages"] = self.expected
-                rec["msg_per_s"] = self.expected / res["wall_s"] if ok else None
-                rec["mb_per_s"] = self.mb / res["wall_s"] if ok else None
+                rec["messages"] = expected
+                rec["msg_per_s"] = expected / res["wall_s"] if ok else None
+                rec["mb_per_s"] = mb / res["wall_s"] if ok else None
                 if pid == "imap-archive":
                     vols, size, _ = archive_summary(rdir + "/archive")
                     rec["archive_volumes"], rec["archive_bytes"] = vols, size
@@ -610,10 +675,14 @@ class Bench:
                 if res["timed_out"]:
                     rec["reason"] = "timed out after %.0f s" % self.timeout
                 elif res["exit"] != 0:
-                    rec["reason"] = "exit %d: %s" % (res["exit"], tail(os.path.join(rdir, kind + ".stderr")) or tail(os.path.join(rdir, kind + ".stdout")))
+                    why = rec.get("mailferry_first_failure")
+                    if why:
+                        why = "%d failed, first: %s" % (rec.get("mailferry_failures", 0), why)
+                    rec["reason"] = "%s: %s" % (exit_text(res["exit"]), why or failure_line(os.path.join(rdir, kind + ".stderr"))
+                                                or tail(os.path.join(rdir, kind + ".stdout")))
                 else:
                     rec["reason"] = "%d of %d messages in the destination%s" % (
-                        got, self.expected, " (duplicates)" if kind == "noop" and got > self.expected else "")
+                        got, expected, " (duplicates)" if kind == "noop" and got > expected else "")
             self.runs_done.append(rec)
             recs.append(rec)
             status = ("%.0f msg/s" % rec["msg_per_s"]) if kind == "copy" and ok else ("%.2f s" % res["wall_s"]) if ok else "FAILED: " + rec["reason"]
@@ -633,9 +702,22 @@ class Bench:
             self.start_proxy(delay)
         try:
             cases = self.cases()
+            mode_start = time.monotonic()
             doveadm_case = self.want_tool("doveadm") and self.want_path("server-local") and delay is None
             failed = set()
             for rnd in range(self.runs):
+                # Keep `make bench` inside its time budget: skip a round that would overrun it.
+                spent = time.monotonic() - self.t0
+                if rnd > 0 and self.budget_s > 0:
+                    per_round = (time.monotonic() - mode_start) / rnd
+                    modes_left = len(self.modes) - [m[0] for m in self.modes].index(mode) - 1
+                    if spent + per_round * (1 + modes_left) > self.budget_s:
+                        note = ("%s: stopped after %d of %d rounds to stay within BENCH_BUDGET=%.0f s "
+                                "(a round took %.0f s); medians are of %d run(s)" % (
+                                    mode, rnd, self.runs, self.budget_s, per_round, rnd))
+                        self.notes.append(note)
+                        log("bench: " + note)
+                        break
                 self.last_archive = {}
                 self.keep_until_round_end = []
                 for tool, pid in cases:
@@ -715,6 +797,14 @@ class Bench:
             ratio("POP3->Maildir vs mpop", mf("pop3-maildir"), rate(mode, "pop3-maildir", "mpop"), 1.0)
             ratio("IMAP->Maildir vs mbsync", mf("imap-maildir"), rate(mode, "imap-maildir", "mbsync"), 1.0)
             ratio("IMAP->archive vs our IMAP->Maildir", mf("imap-archive"), mf("imap-maildir"), 0.8)
+            for r in rows:
+                if (r["mode"], r["tool"], r["kind"]) == (mode, "mailferry", "copy") and r.get("peak_rss_mib") is not None:
+                    if r["path"] == "big-imap-imap":
+                        out.append({"mode": mode, "target": "peak RSS moving one %d MB message <= 64 MiB" % self.big_mb,
+                                    "rss_mib": r["peak_rss_mib"], "met": r["peak_rss_mib"] <= 64})
+                    elif r["path"] == "imap-imap" and self.messages >= 5000:
+                        out.append({"mode": mode, "target": "peak RSS, 5,000 messages IMAP->IMAP --parallel %d <= 128 MiB" % self.parallel,
+                                    "rss_mib": r["peak_rss_mib"], "met": r["peak_rss_mib"] <= 128})
             w = noop(mode, "imap-imap")
             if w is not None and self.messages >= 5000:
                 out.append({"mode": mode, "target": "IMAP->IMAP no-op re-run under 0.3 s", "wall_s": w, "met": w < 0.3})
@@ -733,7 +823,7 @@ class Bench:
             print("mailferry: %s (%s)" % (self.mailferry, build))
         print("Dovecot: %s; load average at start %.2f (other work on this machine skews the figures)" % (
             self.fx.kind, self.load_start))
-        hdr = "%-36s %-10s %19s %7s %8s %7s %8s %8s %5s" % ("path", "tool", "msg/s (min-max)", "MB/s", "wall s",
+        hdr = "%-40s %-10s %19s %7s %8s %7s %8s %8s %5s" % ("path", "tool", "msg/s (min-max)", "MB/s", "wall s",
                                                             "CPU s", "RSS MiB", "srv CPU", "ok")
         for mode, delay in self.modes:
             mrows = [r for r in rows if r["mode"] == mode]
@@ -742,37 +832,42 @@ class Bench:
             print(hdr)
             print("-" * len(hdr))
             if self.want_tool("mailferry") and self.mf_status != "ok":
-                print("%-36s %-10s %s" % ("(all mailferry paths)", "mailferry", "not yet runnable: " + self.mf_status))
+                print("%-40s %-10s %s" % ("(all mailferry paths)", "mailferry", "not yet runnable: " + self.mf_status))
             for r in mrows:
                 label = PATH_LABEL.get(r["path"], r["path"]) + (" no-op" if r["kind"] == "noop" else "")
+                if r["path"] == "big-imap-imap":
+                    label = "IMAP -> IMAP, one %d MB message%s" % (self.big_mb, " no-op" if r["kind"] == "noop" else "")
                 tool = "doveadm" if r["tool"] == "doveadm" else r["tool"]
                 if r["ok_runs"] == 0:
-                    print("%-36s %-10s FAILED: %s" % (label, tool, (r.get("failure") or "")[:120]))
+                    print("%-40s %-10s FAILED: %s" % (label, tool, (r.get("failure") or "")[:120]))
                     continue
                 if r["kind"] == "copy":
-                    rate = "%s (%s-%s)" % (f(r["msg_per_s"], "%.0f"), f(r["msg_per_s_min"], "%.0f"), f(r["msg_per_s_max"], "%.0f"))
+                    rf = "%.0f" if (r["msg_per_s"] or 0) >= 10 else "%.2f"
+                    rate = "%s (%s-%s)" % (f(r["msg_per_s"], rf), f(r["msg_per_s_min"], rf), f(r["msg_per_s_max"], rf))
                     mbs = f(r["mb_per_s"], "%.1f")
                 else:
                     rate, mbs = "no-op", "-"
-                print("%-36s %-10s %19s %7s %8s %7s %8s %8s %5s" % (
+                print("%-40s %-10s %19s %7s %8s %7s %8s %8s %5s" % (
                     label, tool, rate, mbs, f(r["wall_s"], "%.2f"), f(r["cpu_s"], "%.2f"), f(r["peak_rss_mib"], "%.0f"),
                     f(r["server_cpu_s"], "%.2f"), "%d/%d" % (r["ok_runs"], r["runs"])))
             for note in self.missing_tools:
-                print("%-36s %-10s %s" % (note[0], note[1], note[2]))
+                print("%-40s %-10s %s" % (note[0], note[1], note[2]))
         for note in self.notes:
             print("note: " + note)
         if tgt:
             print()
             print("targets (issue 8), ratios within this run:")
             for t in tgt:
-                if "ratio" in t:
+                if "rss_mib" in t:
+                    print("  [%s] %-45s %.0f MiB %s" % (t["mode"], t["target"], t["rss_mib"], "met" if t["met"] else "MISSED"))
+                elif "ratio" in t:
                     print("  [%s] %-45s %.2fx (goal %.1fx) %s" % (t["mode"], t["target"], t["ratio"], t["goal"], "met" if t["met"] else "MISSED"))
                 else:
                     print("  [%s] %-45s %.3f s %s" % (t["mode"], t["target"], t["wall_s"], "met" if t["met"] else "MISSED"))
 
     def main(self):
         started = datetime.datetime.now(datetime.timezone.utc)
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
         self.load_start = os.getloadavg()[0]
         self.setup()
         try:
@@ -814,13 +909,24 @@ class Bench:
             json.dump(doc, f, indent=1)
         print()
         print("results: %s (%.0f s in all)" % (os.path.relpath(out, os.getcwd()), time.monotonic() - t0))
-        shutil.rmtree(os.path.join(self.work, "runs"), ignore_errors=True)
-        shutil.rmtree(self.trash, ignore_errors=True)
-        shutil.rmtree(self.fx.root, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") == "1":
+            log("bench: BENCH_KEEP=1: runs kept in %s (the next bench deletes them)" % self.work)
+        else:
+            shutil.rmtree(os.path.join(self.work, "runs"), ignore_errors=True)
+            shutil.rmtree(self.trash, ignore_errors=True)
+            shutil.rmtree(self.fx.root, ignore_errors=True)
         with open(os.path.join(self.work, "last-delete"), "w") as f:
             f.write("%f\n" % time.time())
         return 0
 
 
 if __name__ == "__main__":
-    sys.exit(Bench().main())
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the proxy and Dovecot are stopped.
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(Bench().main())
+    except KeyboardInterrupt:
+        log("bench: interrupted; Dovecot and the proxy are stopped, partial runs left in $BENCH_WORK")
+        sys.exit(130)

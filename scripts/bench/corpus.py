@@ -187,6 +187,52 @@ def generate(out, messages, seed):
     return m
 
 
+def generate_big(path, mb, seed):
+    """One message of about `mb` MB (10^6 bytes): a short text part and one base64 attachment,
+    written in chunks. Returns its manifest entry; reuses the file when it is there already."""
+    meta = path + ".json"
+    if os.path.exists(path) and os.path.exists(meta):
+        with open(meta) as f:
+            return json.load(f)
+    rng = random.Random(seed * 1000 + mb)
+    t = EPOCH0 + 86400
+    boundary = "=_big%016x" % rng.getrandbits(64)
+    head = ("Return-Path: <alice@example.com>\nDate: %s\nFrom: Alice <alice@example.com>\n"
+            "To: Bob <bob@example.com>\nSubject: The %d MB video of the meeting\n"
+            "Message-ID: <big.%d.%d@example.com>\nMIME-Version: 1.0\n"
+            "Content-Type: multipart/mixed; boundary=\"%s\"\n\n--%s\n"
+            "Content-Type: text/plain; charset=utf-8\n\n%s\n--%s\n"
+            "Content-Type: video/mp4; name=\"meeting.mp4\"\nContent-Transfer-Encoding: base64\n"
+            "Content-Disposition: attachment; filename=\"meeting.mp4\"\n\n"
+            % (rfc5322_date(t, 0), mb, mb, seed, boundary, boundary, text_body(rng, 800), boundary)).encode()
+    tail = ("--%s--\n" % boundary).encode()
+    target = mb * 1_000_000
+    raw_total = (target - len(head) - len(tail) - 80) * 57 // 77  # 57 raw bytes -> 76 chars + LF
+    size = lines = 0
+    with open(path + ".tmp", "wb") as f:
+        f.write(head)
+        size += len(head)
+        lines += head.count(b"\n")
+        left = raw_total
+        while left > 0:
+            n = min(left, 57 * 20000)
+            chunk = base64.encodebytes(rng.randbytes(n))
+            f.write(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            left -= n
+        f.write(tail)
+        size += len(tail)
+        lines += tail.count(b"\n")
+    os.utime(path + ".tmp", (t, t))
+    os.replace(path + ".tmp", path)
+    entry = {"file": os.path.basename(path), "folder": "INBOX", "size": size, "wire_size": size + lines,
+             "date": t, "flags": "S"}
+    with open(meta, "w") as f:
+        json.dump(entry, f)
+    return entry
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=5000)

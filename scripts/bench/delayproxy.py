@@ -144,6 +144,8 @@ class Side(asyncio.Protocol):
         self.outbound.dst = transport
         if self.outbound.queue and self.outbound.timer is None:
             self.outbound.timer = self.outbound.loop.call_at(self.outbound.queue[0][0], self.outbound.flush)
+        elif self.outbound.eof and not self.outbound.queue:
+            self.outbound._finish()  # the client closed before the server side was connected
 
     def data_received(self, data):
         self.inbound.feed(data)
