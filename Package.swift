@@ -131,6 +131,10 @@ let package = Package(
         .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "SyncStateTests", dependencies: ["SyncState"], swiftSettings: swift6),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "MailTestSupport"], swiftSettings: swift6),
-        .testTarget(name: "MailferryCLITests", dependencies: ["MailferryCLI", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "MailferryCLITests", dependencies: [
+            "MailferryCLI", "MailTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: swift6),
     ]
 )
