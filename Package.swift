@@ -100,6 +100,7 @@ let package = Package(
             name: "MailferryCLI",
             dependencies: [
                 "MailModel", "MailStore", "ArchiveStore", "SyncState", "Transfer",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
