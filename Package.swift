@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "MailModel", "MailStore", "CArchive",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,1 +1,584 @@
-// ArchiveStore
+import Foundation
+import GRDB
+import Logging
+import MailModel
+import MailStore
+import NIOCore
+
+/// How an archive is opened.
+public struct ArchiveOptions: Sendable, Hashable {
+    /// What new volumes hold: a Maildir tree (default) or mboxrd files.
+    public var format: ArchiveFormat
+    /// Compression of new volumes (zstd by default).
+    public var compression: ArchiveCompression
+    /// A read-only view of the set as it stood after the last run that had
+    /// finished at this time. Writing is refused in such a view.
+    public var asOf: InternalDate?
+    /// Open for reading only (restore, list, check): takes a shared lock,
+    /// records no run and never cleans up leftovers.
+    public var readOnly: Bool
+    /// Where the messages come from, recorded with the run (a store URL, never a password).
+    public var source: String?
+
+    public init(format: ArchiveFormat = .maildir, compression: ArchiveCompression = .zstd,
+                asOf: InternalDate? = nil, readOnly: Bool = false, source: String? = nil) {
+        self.format = format
+        self.compression = compression
+        self.asOf = asOf
+        self.readOnly = readOnly
+        self.source = source
+    }
+}
+
+/// A backup set: `PATH/catalog.sqlite` plus `PATH/volumes/v000001.tar.zst` …,
+/// exposed as a `MailStore` so that one transfer engine backs up (any store →
+/// archive) and restores (archive → any store).
+///
+/// As a destination, each session (open … close) is one run:
+/// - `append` stores a message's bytes in the run's volume unless the archive
+///   already holds the same bytes (same key and size) anywhere, in which case
+///   only a new location is recorded: mail moved between folders is stored once.
+/// - `setFlags` records a flag change, `delete` a deletion seen on the source;
+///   the message stays in the archive, marked, until `prune`.
+/// - `close()` seals the volume (temporary name, fsync, rename) and records
+///   everything in one catalog transaction. **Appends are durable only once
+///   `close()` has returned**: the `PendingAppend`s resolve at append time with
+///   the catalog id the location will have; if `close()` fails or the process
+///   dies first, none of the run is in the archive and a re-run stores it again.
+///
+/// As a source, message ids are catalog location ids; `listMessages` gives keys,
+/// latest flags (or those as of `asOf`) and INTERNALDATEs. `fetchMessages`
+/// reads each needed volume once, front to back, and so hands messages to the
+/// handler in volume order (not necessarily the order of `ids`); each body is
+/// checked against its key as it streams and fails with `.corrupt` at its end
+/// if damaged.
+public final class ArchiveStore: MailStore, @unchecked Sendable {
+    public let location: StoreLocation
+    public let capabilities: StoreCapabilities
+    public let path: String
+    public let options: ArchiveOptions
+    let catalog: Catalog
+    let logger: Logger
+    let volumesDirectory: String
+    let uidValidity: UInt64
+    /// The run the view shows (asOf), or nil for the current set.
+    let viewRun: Int64?
+    private let recordsEmptyRun: Bool
+    private let lock = NSLock()
+    private var lockFD: Int32
+    var state: SessionState
+    private var isClosed = false
+
+    /// Test hooks: fail at a point of `close()`.
+    enum FaultPoint: Sendable { case writingVolume(afterBytes: Int64), beforeRename, afterRename, duringCommit }
+    var faultPoint: FaultPoint?
+
+    struct SessionState {
+        var runID: Int64
+        var startedAt: Int64
+        var nextMessage: Int64
+        var nextLocation: Int64
+        var nextFolder: Int64
+        var nextVolume: Int64
+        var builder: VolumeBuilder?
+        var newMessageIDs: [KeySize: Int64] = [:]
+        var folderIDs: [FolderPath: Int64] = [:]
+        var newFolders: [(id: Int64, path: FolderPath)] = []
+        var newLocations: [PendingLocation] = []
+        var flagChanges: [Int64: Flags] = [:]
+        var flagChangeOrder: [Int64] = []
+        var deletions: [Int64] = []
+        var keywordLetters: [String: Int] = [:]
+        var newKeywords: [(keyword: String, letter: Int)] = []
+        var touched = false
+    }
+
+    struct KeySize: Hashable { var key: MessageKey; var size: Int64 }
+
+    private init(path: String, options: ArchiveOptions, catalog: Catalog, logger: Logger, lockFD: Int32,
+                 viewRun: Int64?, recordsEmptyRun: Bool) throws {
+        self.path = path
+        self.options = options
+        self.catalog = catalog
+        self.logger = logger
+        self.lockFD = lockFD
+        self.viewRun = viewRun
+        self.recordsEmptyRun = recordsEmptyRun
+        self.location = .archive(path: path)
+        self.volumesDirectory = path + "/volumes"
+        self.uidValidity = UInt64(try catalog.meta("uid_validity") ?? "1") ?? 1
+        let writable = !options.readOnly && options.asOf == nil
+        capabilities = writable
+            ? [.folders, .createFolders, .append, .flags, .keywords, .internalDate, .delete, .setFlags,
+               .persistentIDs, .appendReturnsID]
+            : [.folders, .flags, .keywords, .internalDate, .persistentIDs]
+        state = SessionState(runID: try catalog.counter("next_run"), startedAt: Int64(Date().timeIntervalSince1970),
+                             nextMessage: try catalog.counter("next_message"),
+                             nextLocation: try catalog.counter("next_location"),
+                             nextFolder: try catalog.counter("next_folder"),
+                             nextVolume: try catalog.counter("next_volume"))
+        for f in try catalog.folders() { state.folderIDs[f.path] = f.id }
+        state.keywordLetters = try catalog.keywordLetters()
+    }
+
+    deinit {
+        state.builder?.abandon()
+        if lockFD >= 0 { Foundation.close(lockFD) }
+    }
+
+    var isWritable: Bool { !options.readOnly && options.asOf == nil }
+
+    /// Opens (or with `create`, creates) the archive at `path`.
+    ///
+    /// A writable open takes an exclusive lock (`PATH/lock`) and removes what
+    /// a crashed run left behind: temporary files, and volume files that no
+    /// catalog row references (a volume renamed into place just before a
+    /// crash, or the old file of an interrupted prune).
+    public static func open(path: String, options: ArchiveOptions = ArchiveOptions(), create: Bool,
+                            logger: Logger) throws -> ArchiveStore {
+        let fm = FileManager.default
+        let catalogPath = path + "/catalog.sqlite"
+        let exists = fm.fileExists(atPath: catalogPath)
+        let writable = !options.readOnly && options.asOf == nil
+        if !exists {
+            guard create, writable else {
+                throw MailError(.usage, scope: .local, "archive:\(path) does not exist (no catalog.sqlite)",
+                                hint: "a backup creates it: mailferry backup --from SRC --to archive:\(path)")
+            }
+            var isDir: ObjCBool = false
+            if fm.fileExists(atPath: path, isDirectory: &isDir) {
+                guard isDir.boolValue else {
+                    throw MailError(.usage, scope: .local, "archive:\(path) is a file, not a directory")
+                }
+                let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+                guard contents.allSatisfy({ $0 == "volumes" || $0 == "lock" }) else {
+                    throw MailError(.usage, scope: .local, "archive:\(path) is a non-empty directory that holds no archive; refusing to write into it")
+                }
+            } else {
+                try makeDirectory(path)
+            }
+        }
+        if writable { try makeDirectory(path + "/volumes") }
+        let lockFD = try takeLock(path: path, exclusive: writable)
+        do {
+            let catalog = try Catalog(path: catalogPath, readOnly: !writable)
+            var viewRun: Int64?
+            if let asOf = options.asOf {
+                let runs = try catalog.runs()
+                viewRun = runs.filter { $0.finishedAt <= asOf.secondsSinceEpoch }.map(\.id).max() ?? 0
+            }
+            let store = try ArchiveStore(path: path, options: options, catalog: catalog, logger: logger, lockFD: lockFD,
+                                         viewRun: viewRun, recordsEmptyRun: create)
+            if writable { try store.cleanLeftovers() }
+            return store
+        } catch {
+            Foundation.close(lockFD)
+            throw error
+        }
+    }
+
+    static func makeDirectory(_ p: String) throws {
+        if mkdir(p, 0o700) != 0 && errno != EEXIST {
+            let e = errno
+            if e == ENOENT {
+                try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+                return
+            }
+            throw MailError(.storage, scope: .local, "cannot create \(p): \(String(cString: strerror(e)))")
+        }
+    }
+
+    private static func takeLock(path: String, exclusive: Bool) throws -> Int32 {
+        let lockPath = path + "/lock"
+        var fd = Foundation.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd < 0 && !exclusive { fd = Foundation.open(lockPath, O_RDONLY | O_CLOEXEC) }
+        guard fd >= 0 else {
+            if !exclusive && errno == ENOENT { return -1 }
+            throw MailError(.storage, scope: .local, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+            Foundation.close(fd)
+            throw MailError(.storage, scope: .local, "archive:\(path) is in use by another mailferry run",
+                            hint: "wait for it to finish; the lock is \(lockPath)")
+        }
+        return fd
+    }
+
+    private func cleanLeftovers() throws {
+        let known = Set(try catalog.volumes().map(\.name))
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: volumesDirectory)) ?? []
+        for n in names {
+            let leftoverTemp = n.hasPrefix(".") && n.hasSuffix(".tmp")
+            let orphanVolume = n.hasPrefix("v") && ArchiveCompression(fileName: n) != nil && !known.contains(n)
+            if leftoverTemp || orphanVolume {
+                logger.warning("removing leftover of an interrupted run", metadata: ["file": "\(n)"])
+                unlink(volumesDirectory + "/" + n)
+            }
+        }
+        fsyncDirectory(volumesDirectory)
+    }
+
+    func withState<T>(_ body: (inout SessionState) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&state)
+    }
+
+    private func requireWritable(_ what: String) throws {
+        guard isWritable else {
+            throw MailError(.unsupported, scope: .account,
+                            "\(location) is opened \(options.asOf != nil ? "as of a past run" : "read-only") and cannot \(what)")
+        }
+        guard !isClosed else { throw MailError(.storage, scope: .local, "\(location) is closed") }
+    }
+
+    // MARK: - MailStore: reading
+
+    public func folders() async throws -> [FolderInfo] {
+        let counts = try folderCounts()
+        var out: [FolderInfo] = []
+        var seen = Set<FolderPath>()
+        for f in try catalog.folders() where viewRun.map({ f.firstRun <= $0 }) ?? true {
+            let c = counts[f.id]
+            out.append(FolderInfo(path: f.path, messageCount: c?.0 ?? 0, totalSize: c?.1 ?? 0))
+            seen.insert(f.path)
+        }
+        let pending = withState { s -> [(FolderPath, Int, Int64)] in
+            var byFolder: [FolderPath: (Int, Int64)] = [:]
+            for l in s.newLocations where !l.deleted {
+                byFolder[l.folder, default: (0, 0)].0 += 1
+                byFolder[l.folder, default: (0, 0)].1 += l.size
+            }
+            var r = s.newFolders.map { ($0.path, 0, Int64(0)) }
+            for i in r.indices { if let v = byFolder[r[i].0] { r[i].1 = v.0; r[i].2 = v.1 } }
+            return r
+        }
+        for (p, n, size) in pending where !seen.contains(p) {
+            out.append(FolderInfo(path: p, messageCount: n, totalSize: size))
+        }
+        if viewRun == nil {
+            // Pending appends to folders that are already in the catalog.
+            let extra = withState { s in s.newLocations.filter { !$0.deleted } }
+            for l in extra {
+                if let i = out.firstIndex(where: { $0.path == l.folder }), seen.contains(l.folder) {
+                    out[i].messageCount = (out[i].messageCount ?? 0) + 1
+                    out[i].totalSize = (out[i].totalSize ?? 0) + l.size
+                }
+            }
+        }
+        return out.sorted { $0.path < $1.path }
+    }
+
+    private func folderCounts() throws -> [Int64: (Int, Int64)] {
+        try catalog.wrap("counting messages") {
+            try catalog.db.read { db in
+                var sql = "SELECT l.folder_id AS f, COUNT(*) AS n, SUM(m.size) AS s FROM locations l JOIN messages m ON m.id = l.message_id "
+                var args: [Int64] = []
+                if let r = viewRun {
+                    sql += "WHERE l.first_run <= ? AND (l.deleted_run IS NULL OR l.deleted_run > ?) "
+                    args = [r, r]
+                } else {
+                    sql += "WHERE l.deleted_run IS NULL "
+                }
+                sql += "GROUP BY l.folder_id"
+                var out: [Int64: (Int, Int64)] = [:]
+                for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)) {
+                    out[row["f"]] = (row["n"], row["s"] ?? 0)
+                }
+                return out
+            }
+        }
+    }
+
+    public func createFolder(_ path: FolderPath) async throws {
+        try requireWritable("create folders")
+        withState { s in _ = ensureFolder(path, &s) }
+    }
+
+    private func ensureFolder(_ path: FolderPath, _ s: inout SessionState) -> Int64 {
+        if let id = s.folderIDs[path] { return id }
+        let id = s.nextFolder
+        s.nextFolder += 1
+        s.folderIDs[path] = id
+        s.newFolders.append((id, path))
+        s.touched = true
+        return id
+    }
+
+    private func folderID(_ folder: FolderPath) throws -> Int64 {
+        if let id = withState({ $0.folderIDs[folder] }) {
+            if let r = viewRun, let f = try catalog.folders().first(where: { $0.id == id }), f.firstRun > r {
+                throw notFound(folder)
+            }
+            return id
+        }
+        throw notFound(folder)
+    }
+
+    private func notFound(_ folder: FolderPath) -> MailError {
+        MailError(.notFound, scope: .folder, "folder \(folder) is not in \(location)", folder: folder)
+    }
+
+    public func listMessages(in folder: FolderPath, options: ListOptions) async throws -> FolderListing {
+        let fid = try folderID(folder)
+        let pendingChanges = withState { s in (s.flagChanges, Set(s.deletions), s.newLocations.filter { $0.folder == folder && !$0.deleted }) }
+        var infos: [MessageInfo] = []
+        if withState({ s in !s.newFolders.contains { $0.id == fid } }) {
+            for l in try catalog.locations(folderID: fid, asOfRun: viewRun) where !pendingChanges.1.contains(l.id) {
+                infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.message.size,
+                                         flags: pendingChanges.0[l.id] ?? l.flags, internalDate: l.internalDate,
+                                         dateSource: l.dateSource, key: l.message.key))
+            }
+        }
+        for l in pendingChanges.2 {
+            infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.size, flags: l.flags, internalDate: l.internalDate,
+                                     dateSource: l.dateSource, key: l.key))
+        }
+        let next = withState { $0.nextLocation }
+        return FolderListing(folder: folder, validity: FolderValidity(uidValidity: uidValidity, uidNext: UInt64(next)),
+                             messages: infos)
+    }
+
+    public func fetchMessages(_ ids: [MessageID], in folder: FolderPath,
+                              _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws -> [MessageID] {
+        let fid = try folderID(folder)
+        let numeric = ids.compactMap { Int64($0.rawValue) }
+        let deletedNow = withState { Set($0.deletions) }
+        let flagOverrides = withState { $0.flagChanges }
+        var found: [LocationRecord] = []
+        for chunk in stride(from: 0, to: numeric.count, by: 500).map({ Array(numeric[$0..<min($0 + 500, numeric.count)]) }) {
+            found += try catalog.locations(folderID: fid, asOfRun: viewRun, ids: chunk).filter { !deletedNow.contains($0.id) }
+        }
+        let foundIDs = Set(found.map { MessageID(String($0.id)) })
+        let missing = ids.filter { !foundIDs.contains($0) }
+        try await streamLocations(found) { loc, body in
+            var info = MessageInfo(id: MessageID(String(loc.id)), size: loc.message.size, flags: flagOverrides[loc.id] ?? loc.flags,
+                                   internalDate: loc.internalDate, dateSource: loc.dateSource, key: loc.message.key)
+            info.id = MessageID(String(loc.id))
+            try await handler(info, body)
+        }
+        return missing
+    }
+
+    /// Streams the messages of the given locations, opening each volume once
+    /// (a message wanted twice in one call costs a second pass).
+    func streamLocations(_ locations: [LocationRecord],
+                         _ body: (LocationRecord, MessageBody) async throws -> Void) async throws {
+        let volumes = Dictionary(uniqueKeysWithValues: try catalog.volumes().map { ($0.id, $0) })
+        var left = locations
+        while !left.isEmpty {
+            var thisPass: [Int64: LocationRecord] = [:]
+            var later: [LocationRecord] = []
+            for l in left {
+                if thisPass[l.messageID] == nil { thisPass[l.messageID] = l } else { later.append(l) }
+            }
+            let byVolume = Dictionary(grouping: thisPass.values, by: { $0.message.volumeID })
+            for vid in byVolume.keys.sorted() {
+                guard let v = volumes[vid], let locs = byVolume[vid] else { continue }
+                var byMessage = Dictionary(uniqueKeysWithValues: locs.map { ($0.messageID, $0) })
+                let reader = try VolumeMessageReader(path: volumesDirectory + "/" + v.name, volumeName: v.name,
+                                                     format: v.format, wanted: locs.map(\.message))
+                while let (record, stream) = try reader.next() {
+                    guard let loc = byMessage.removeValue(forKey: record.id) else { continue }
+                    try await body(loc, stream.body)
+                }
+                if let lost = byMessage.values.first {
+                    throw MailError(.corrupt, scope: .local,
+                                    "volume \(v.name): entry \(lost.message.entryPath) is missing (\(byMessage.count) message(s) not found)",
+                                    hint: "run `mailferry archive check` on the archive")
+                }
+            }
+            left = later
+        }
+    }
+
+    // MARK: - MailStore: writing
+
+    public func append(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend {
+        try requireWritable("append")
+        let spool: Spool
+        do {
+            spool = try await Spool.consume(body, directory: volumesDirectory)
+        } catch var e as MailError {
+            e.folder = e.folder ?? folder
+            throw e
+        }
+        let key = spool.key
+        if let given = request.key, given != key {
+            throw MailError(.refused, scope: .message,
+                            "message bytes do not match the key \(given.short) they were sent with (got \(key.short)); not archived",
+                            folder: folder)
+        }
+        let existing = try withState({ s in s.newMessageIDs[KeySize(key: key, size: spool.size)] })
+            ?? catalog.message(key: key, size: spool.size)
+        let date = request.internalDate ?? InternalDate.now()
+        let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : nil
+        let locID: Int64 = try withState { s in
+            _ = ensureFolder(folder, &s)
+            var messageID = existing
+            if messageID == nil {
+                let mid = s.nextMessage
+                s.nextMessage += 1
+                if s.builder == nil {
+                    s.builder = try VolumeBuilder(directory: volumesDirectory, sequence: s.nextVolume,
+                                                  format: options.format, compression: options.compression)
+                    if case .writingVolume(let n) = faultPoint { s.builder?.writer.failAfterBytes = n }
+                }
+                let letters = assignLetters(request.flags, &s)
+                _ = try s.builder!.add(messageRow: mid, key: key, spool: spool, folder: folder, flags: request.flags,
+                                       date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
+                                       volumeID: s.nextVolume)
+                s.newMessageIDs[KeySize(key: key, size: spool.size)] = mid
+                messageID = mid
+            }
+            let id = s.nextLocation
+            s.nextLocation += 1
+            s.newLocations.append(PendingLocation(id: id, messageID: messageID!, folder: folder, flags: request.flags,
+                                                  initialFlags: request.flags, internalDate: date, dateSource: dateSource,
+                                                  sourceID: nil, deleted: false, key: key, size: spool.size))
+            s.touched = true
+            return id
+        }
+        return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size))
+    }
+
+    /// Keyword → Maildir letter (`a`…`z`), fixed archive-wide on first use.
+    private func assignLetters(_ flags: Flags, _ s: inout SessionState) -> [String: Character] {
+        for k in flags.keywords {
+            let name = k.name.lowercased()
+            if s.keywordLetters[k.name] == nil, s.keywordLetters[name] == nil, s.keywordLetters.count < 26 {
+                let letter = (s.keywordLetters.values.max() ?? -1) + 1
+                s.keywordLetters[k.name] = letter
+                s.newKeywords.append((k.name, letter))
+            }
+        }
+        return lettersMap(s)
+    }
+
+    private func lettersMap(_ s: SessionState) -> [String: Character] {
+        var out: [String: Character] = [:]
+        for (k, l) in s.keywordLetters {
+            out[k.lowercased()] = Character(UnicodeScalar(UInt8(97 + l)))
+        }
+        return out
+    }
+
+    public func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
+        try requireWritable("change flags")
+        let fid = try folderID(folder)
+        let numeric = Set(ids.compactMap { Int64($0.rawValue) })
+        let stored = try catalog.locations(folderID: fid, asOfRun: nil, ids: Array(numeric))
+        func apply(_ old: Flags) -> Flags {
+            switch change {
+            case .replace: return flags
+            case .add: return old.union(flags)
+            case .remove: return old.subtracting(flags)
+            }
+        }
+        withState { s in
+            for i in s.newLocations.indices where numeric.contains(s.newLocations[i].id) && s.newLocations[i].folder == folder {
+                s.newLocations[i].flags = apply(s.newLocations[i].flags)
+                s.touched = true
+            }
+            for l in stored {
+                let current = s.flagChanges[l.id] ?? l.flags
+                let new = apply(current)
+                if new == l.flags {
+                    s.flagChanges[l.id] = nil
+                    s.flagChangeOrder.removeAll { $0 == l.id }
+                } else if new != current {
+                    if s.flagChanges[l.id] == nil { s.flagChangeOrder.append(l.id) }
+                    s.flagChanges[l.id] = new
+                }
+                s.touched = true
+            }
+        }
+    }
+
+    public func delete(_ ids: [MessageID], in folder: FolderPath) async throws {
+        try requireWritable("record deletions")
+        let fid = try folderID(folder)
+        let numeric = Set(ids.compactMap { Int64($0.rawValue) })
+        let stored = try catalog.locations(folderID: fid, asOfRun: nil, ids: Array(numeric))
+        withState { s in
+            for i in s.newLocations.indices where numeric.contains(s.newLocations[i].id) && s.newLocations[i].folder == folder {
+                s.newLocations[i].deleted = true
+            }
+            for l in stored where !s.deletions.contains(l.id) {
+                s.deletions.append(l.id)
+            }
+            s.touched = true
+        }
+    }
+
+    /// Seals this run: the volume (if any message was new) and the catalog,
+    /// in one step. Then releases the lock.
+    public func close() async throws {
+        try closeSync()
+    }
+
+    func closeSync() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !isClosed else { return }
+        isClosed = true
+        defer {
+            if lockFD >= 0 { Foundation.close(lockFD); lockFD = -1 }
+        }
+        guard isWritable, state.touched || recordsEmptyRun else { return }
+        var s = state
+        state.builder = nil
+        var volume: VolumeRecord?
+        var messages: [MessageRecord] = []
+        var renamedTo: String?
+        do {
+            if let b = s.builder {
+                let (sha, size, records) = try b.finish(keywordLetters: lettersMap(s))
+                if case .beforeRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure before rename") }
+                guard rename(b.tempPath, b.finalPath) == 0 else {
+                    throw MailError(.storage, scope: .local, "cannot rename \(b.tempPath): \(String(cString: strerror(errno)))")
+                }
+                renamedTo = b.finalPath
+                fsyncDirectory(volumesDirectory)
+                if case .afterRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure after rename") }
+                messages = records
+                volume = VolumeRecord(id: s.nextVolume, name: b.name, runID: s.runID, format: b.format,
+                                      compression: b.compression, fileSize: size, sha256: sha,
+                                      messageCount: records.count, createdAt: Int64(Date().timeIntervalSince1970),
+                                      replaces: nil)
+                s.nextVolume += 1
+            }
+            if case .duringCommit = faultPoint { throw MailError(.storage, scope: .local, "injected failure during commit") }
+            let commit = RunCommit(
+                runID: s.runID, startedAt: s.startedAt, finishedAt: Int64(Date().timeIntervalSince1970),
+                source: options.source, volume: volume, newMessages: messages, newFolders: s.newFolders,
+                folderIDs: s.folderIDs, newLocations: s.newLocations,
+                flagChanges: s.flagChangeOrder.compactMap { id in s.flagChanges[id].map { (id, $0) } },
+                deletions: s.deletions, newKeywords: s.newKeywords,
+                counters: ["next_run": s.runID + 1, "next_message": s.nextMessage, "next_location": s.nextLocation,
+                           "next_folder": s.nextFolder, "next_volume": s.nextVolume])
+            try catalog.commit(commit)
+            logger.info("archive run recorded", metadata: [
+                "run": "\(s.runID)", "volume": "\(volume?.name ?? "none")", "new_messages": "\(messages.count)",
+                "locations": "\(s.newLocations.count)", "flag_changes": "\(s.flagChanges.count)",
+                "deletions": "\(s.deletions.count)",
+            ])
+        } catch {
+            s.builder?.abandon()
+            if let renamedTo {
+                unlink(renamedTo)
+                fsyncDirectory(volumesDirectory)
+            }
+            throw error
+        }
+    }
+}
+
+func fsyncDirectory(_ path: String) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd >= 0 {
+        fsync(fd)
+        close(fd)
+    }
+}

@@ -1,0 +1,236 @@
+import Foundation
+import MailModel
+
+/// What the tar holds: a Maildir tree or mboxrd files.
+public enum ArchiveFormat: String, Sendable, Codable, CaseIterable, Hashable {
+    case maildir, mbox
+}
+
+/// How folders, flags and messages are named inside a volume.
+///
+/// Maildir layout: the tree `MaildirStore` writes (Dovecot `LAYOUT=fs`), so
+/// extracting every volume in order into one directory gives a tree that
+/// `maildir:DIR`, Dovecot, mutt and Python's `mailbox` read:
+///
+///     cur/1700000000.M42K0123456789ab.mailferry,S=1234:2,FS     INBOX
+///     dovecot-keywords                                            INBOX's keyword letters
+///     Archive/2024/cur/...                                        folder "Archive/2024"
+///     INBOX/Lists/cur/...                                         folder "INBOX/Lists"
+///
+/// Keyword letters (`a`…`z`) are fixed archive-wide, so every volume's
+/// `dovecot-keywords` agrees with the older ones and holds all letters known
+/// when it was written (a later volume's file overwrites an earlier one).
+///
+/// mbox layout: one mboxrd file per folder and volume, so extracting every
+/// volume in order never overwrites a file:
+///
+///     INBOX/v000003.mbox
+///     Archive/2024/v000003.mbox
+enum VolumeLayout {
+    /// A folder component as a file name, by the rule of the local stores
+    /// (`FolderNameEscaping` in MailStore): UTF-8 kept; `%`, `/` and control
+    /// bytes written `%XX`; a leading `.` escaped; the first byte of names the
+    /// Maildir itself uses (`cur`, `new`, `tmp`, `maildirfolder`,
+    /// `subscriptions`, `dovecot*`) escaped. In mbox volumes a `.mbox` suffix
+    /// also has its `.` escaped, so no folder can collide with a volume file.
+    static func escapeComponent(_ c: String, mbox: Bool = false) -> String {
+        let bytes = Array(c.utf8)
+        let reserved = ["cur", "new", "tmp", "maildirfolder", "subscriptions"].contains(c) || c.hasPrefix("dovecot")
+        let suffixDot = mbox && c.hasSuffix(".mbox") && bytes.count > 5 ? bytes.count - 5 : -1
+        var result = [UInt8]()
+        for (i, b) in bytes.enumerated() {
+            let mustEscape = b < 0x20 || b == 0x7F || b == UInt8(ascii: "%") || b == UInt8(ascii: "/")
+                || (i == 0 && (b == UInt8(ascii: ".") || reserved)) || i == suffixDot
+            if mustEscape {
+                result.append(contentsOf: Array(String(format: "%%%02X", b).utf8))
+            } else {
+                result.append(b)
+            }
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    /// The directory elements of a folder: none for INBOX (the root), and a
+    /// literal `INBOX` first for INBOX's children.
+    static func maildirComponents(_ folder: FolderPath) -> [String] {
+        if folder.isInbox { return [] }
+        return folder.components.enumerated().map { i, c in
+            i == 0 && c == "INBOX" ? "INBOX" : escapeComponent(c)
+        }
+    }
+
+    static func folderDirectory(_ folder: FolderPath, format: ArchiveFormat = .maildir) -> String {
+        switch format {
+        case .maildir: return maildirComponents(folder).joined(separator: "/")
+        case .mbox:
+            return folder.components.enumerated().map { i, c in
+                i == 0 && c == "INBOX" ? "INBOX" : escapeComponent(c, mbox: true)
+            }.joined(separator: "/")
+        }
+    }
+
+    /// `dir/name`, or `name` at the root.
+    static func join(_ dir: String, _ name: String) -> String { dir.isEmpty ? name : dir + "/" + name }
+
+    static func unescapeComponent(_ s: String) -> String? {
+        let b = Array(s.utf8)
+        var out = [UInt8]()
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "%") {
+                guard i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+                out.append(v)
+                i += 3
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    /// Maildir info letters for the system flags, sorted as Maildir requires.
+    static func maildirInfo(_ flags: Flags, keywordLetters: [String: Character]) -> String {
+        var letters: [Character] = []
+        if flags.contains(.draft) { letters.append("D") }
+        if flags.contains(.flagged) { letters.append("F") }
+        if flags.contains(.answered) { letters.append("R") }
+        if flags.contains(.seen) { letters.append("S") }
+        if flags.contains(.deleted) { letters.append("T") }
+        for k in flags.keywords {
+            if let l = keywordLetters[k.name.lowercased()] { letters.append(l) }
+        }
+        return "2," + String(letters.sorted())
+    }
+
+    static func maildirEntry(folder: FolderPath, messageRow: Int64, key: MessageKey, size: Int64,
+                             date: Int64, flags: Flags, keywordLetters: [String: Character]) -> String {
+        let base = "\(max(date, 0)).M\(messageRow)K\(key.short).mailferry,S=\(size)"
+        return join(folderDirectory(folder), "cur/\(base):\(maildirInfo(flags, keywordLetters: keywordLetters))")
+    }
+
+    static func mboxEntry(folder: FolderPath, volumeStem: String) -> String {
+        "\(folderDirectory(folder, format: .mbox))/\(volumeStem).mbox"
+    }
+
+    /// `From MAILER-DAEMON Thu Nov 21 10:00:00 2026` (asctime, UTC), with LF.
+    static func mboxFromLine(_ date: Int64) -> [UInt8] {
+        let d = InternalDate(secondsSinceEpoch: date, zoneMinutes: 0)
+        let c = d.civil
+        // 1970-01-01 was a Thursday.
+        var days = date / 86_400
+        if date < 0 && date % 86_400 != 0 { days -= 1 }
+        let wd = Int(((days % 7) + 7 + 4) % 7)
+        let wdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let s = String(format: "From MAILER-DAEMON %@ %@ %2d %02d:%02d:%02d %04d\n",
+                       wdays[wd], months[c.month - 1], c.day, c.hour, c.minute, c.second, c.year)
+        return Array(s.utf8)
+    }
+
+    /// `Status:`/`X-Status:`/`X-Keywords:` lines that mutt, Dovecot and
+    /// Python's `mailbox` read flags from. Written before the message in mbox
+    /// volumes; the catalog's offset points past them, so a restore is byte-exact.
+    static func mboxStatusHeaders(_ flags: Flags) -> [UInt8] {
+        var s = "Status: " + (flags.contains(.seen) ? "RO" : "O") + "\n"
+        var x = ""
+        if flags.contains(.answered) { x += "A" }
+        if flags.contains(.flagged) { x += "F" }
+        if flags.contains(.draft) { x += "T" }
+        if flags.contains(.deleted) { x += "D" }
+        if !x.isEmpty { s += "X-Status: \(x)\n" }
+        let kw = flags.keywords.filter(\.isValidKeyword).map(\.name)
+        if !kw.isEmpty { s += "X-Keywords: \(kw.joined(separator: " "))\n" }
+        return Array(s.utf8)
+    }
+}
+
+/// mboxrd quoting, streaming: a line that matches `>*From ` gets one more `>`.
+/// Keeps O(1) state whatever the line length.
+struct MboxrdQuoter {
+    private var atLineStart = true
+    private var gtCount = 0
+    private var fromMatched = 0   // bytes of "From " matched after the `>` run
+    private var inPrefix = false
+    private static let from: [UInt8] = Array("From ".utf8)
+
+    /// Quotes `input`, appending to `out`.
+    mutating func quote(_ input: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        for b in input {
+            if atLineStart { inPrefix = true; atLineStart = false; gtCount = 0; fromMatched = 0 }
+            if inPrefix {
+                if fromMatched == 0 && b == UInt8(ascii: ">") { gtCount += 1; continue }
+                if b == Self.from[fromMatched] {
+                    fromMatched += 1
+                    if fromMatched == Self.from.count {
+                        out.append(UInt8(ascii: ">"))
+                        flushPrefix(into: &out)
+                    }
+                    continue
+                }
+                flushPrefix(into: &out)
+            }
+            out.append(b)
+            if b == 0x0A { atLineStart = true }
+        }
+    }
+
+    private mutating func flushPrefix(into out: inout [UInt8]) {
+        out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: gtCount))
+        out.append(contentsOf: Self.from[0..<fromMatched])
+        gtCount = 0
+        fromMatched = 0
+        inPrefix = false
+    }
+
+    /// Ends the message: emits anything held back.
+    mutating func finish(into out: inout [UInt8]) {
+        if inPrefix { flushPrefix(into: &out) }
+        atLineStart = true
+    }
+}
+
+/// The inverse: a line matching `>+From ` loses one `>`.
+struct MboxrdUnquoter {
+    private var atLineStart = true
+    private var gtCount = 0
+    private var fromMatched = 0
+    private var inPrefix = false
+    private static let from: [UInt8] = Array("From ".utf8)
+
+    mutating func unquote(_ input: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        for b in input {
+            if atLineStart { inPrefix = true; atLineStart = false; gtCount = 0; fromMatched = 0 }
+            if inPrefix {
+                if fromMatched == 0 && b == UInt8(ascii: ">") { gtCount += 1; continue }
+                if b == Self.from[fromMatched] {
+                    fromMatched += 1
+                    if fromMatched == Self.from.count {
+                        out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: max(gtCount - 1, 0)))
+                        out.append(contentsOf: Self.from)
+                        gtCount = 0
+                        fromMatched = 0
+                        inPrefix = false
+                    }
+                    continue
+                }
+                flushPrefix(into: &out)
+            }
+            out.append(b)
+            if b == 0x0A { atLineStart = true }
+        }
+    }
+
+    private mutating func flushPrefix(into out: inout [UInt8]) {
+        out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: gtCount))
+        out.append(contentsOf: Self.from[0..<fromMatched])
+        gtCount = 0
+        fromMatched = 0
+        inPrefix = false
+    }
+
+    mutating func finish(into out: inout [UInt8]) {
+        if inPrefix { flushPrefix(into: &out) }
+        atLineStart = true
+    }
+}

@@ -1,0 +1,238 @@
+import Foundation
+import MailModel
+import MailStore
+import Testing
+@testable import ArchiveStore
+
+@Suite("Archive round trips", .serialized)
+struct RoundTripTests {
+    /// The whole corpus into an archive and back: byte-exact, with folders
+    /// (non-ASCII, slashes in names, INBOX children), flags, keywords and dates.
+    @Test(arguments: [(ArchiveFormat.maildir, ArchiveCompression.zstd), (.mbox, .zstd), (.maildir, .none)])
+    func corpusRoundTrip(format: ArchiveFormat, compression: ArchiveCompression) async throws {
+        guard let corpus = corpusMessages() else { return }
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let store = try ArchiveStore.open(path: path, options: ArchiveOptions(format: format, compression: compression,
+                                                                               source: "maildir:/test"),
+                                          create: true, logger: testLogger)
+        var items: [(FolderPath, Flags, InternalDate, [UInt8])] = []
+        for (i, m) in corpus.enumerated() {
+            let (f, fl, d) = placement(i)
+            items.append((f, fl, d, m.bytes))
+        }
+        // Sizes unknown for every third message (a POP3 source).
+        var placed: [Placed] = []
+        for (i, item) in items.enumerated() {
+            placed += try await appendAll(store, [item], chunk: 1000 + i * 7, knownSize: i % 3 != 0)
+        }
+        try await store.close()
+
+        // Permissions: the set is private.
+        let attrs = try FileManager.default.attributesOfItem(atPath: path + "/catalog.sqlite")
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        let dattrs = try FileManager.default.attributesOfItem(atPath: path + "/volumes")
+        #expect((dattrs[.posixPermissions] as? Int) == 0o700)
+        #expect(volumeFiles(path).count == 1)
+
+        let reader = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let all = try await readEverything(reader)
+        try await reader.close()
+        #expect(Set(all.keys) == Set(placed.map(\.folder)))
+        var checked = 0
+        for p in placed {
+            guard let (info, bytes) = all[p.folder]?[p.id] else {
+                Issue.record("\(p.id) missing from \(p.folder)")
+                continue
+            }
+            #expect(bytes == p.bytes, "bytes differ for \(p.id) in \(p.folder)")
+            #expect(info.flags == p.flags)
+            #expect(info.internalDate == p.date)
+            #expect(info.internalDate?.zoneMinutes == p.date.zoneMinutes)
+            #expect(info.key == MessageKey.of(p.bytes))
+            #expect(info.size == Int64(p.bytes.count))
+            checked += 1
+        }
+        #expect(checked == corpus.count)
+        #expect(all.values.reduce(0) { $0 + $1.count } == corpus.count)
+
+        let rw = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        let report = try rw.check()
+        try await rw.close()
+        #expect(report.isClean, "\(report.problems)")
+        #expect(report.messagesChecked == Set(corpus.map { MessageKey.of($0.bytes).hex + "\($0.bytes.count)" }).count)
+    }
+
+    /// Three incremental runs: only new bytes go into new volumes, moves are
+    /// stored once, flag changes and deletions are recorded, a run with
+    /// nothing new writes no volume; `asOf` shows each past state.
+    @Test func incrementalRunsAndAsOf() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let msgs = (0..<12).map { i in Array("Subject: m\(i)\r\nMessage-ID: <\(i)@x>\r\n\r\nbody \(i)\nFrom here\n>From there\n".utf8) }
+        let d = InternalDate(secondsSinceEpoch: 1_600_000_000, zoneMinutes: 120)
+
+        // Run 1: eight messages in two folders.
+        var s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        let first = try await appendAll(s, (0..<8).map { (testFolders[$0 % 2], [Flag.seen], d, msgs[$0]) })
+        try await s.close()
+        let afterRun1 = InternalDate.now()
+        try await Task.sleep(nanoseconds: 1_100_000_000)
+
+        // Run 2: two new, one moved (same bytes into Sent), a flag change, a deletion.
+        s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        let second = try await appendAll(s, [(FolderPath("Sent")!, [], d, msgs[8]), (FolderPath("Sent")!, [], d, msgs[9]),
+                                             (FolderPath("Sent")!, [.flagged], d, msgs[0])])
+        try await s.setFlags([.answered], .add, for: [first[2].id], in: first[2].folder)
+        try await s.delete([first[0].id], in: first[0].folder)
+        // Within the run, the listing already shows the changes.
+        let inRun = try await s.listMessages(in: first[0].folder)
+        #expect(!inRun.messages.contains { $0.id == first[0].id })
+        #expect(inRun.messages.first { $0.id == first[2].id }?.flags == [.seen, .answered])
+        try await s.close()
+        let afterRun2 = InternalDate.now()
+        try await Task.sleep(nanoseconds: 1_100_000_000)
+
+        // Run 3: nothing new.
+        s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        try await s.close()
+
+        #expect(volumeFiles(path) == ["v000001.tar.zst", "v000002.tar.zst"])
+        s = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let listing = try s.list()
+        #expect(listing.runs.count == 3)
+        #expect(listing.runs.map(\.messagesAdded) == [8, 2, 0])
+        #expect(listing.runs.map(\.locationsAdded) == [8, 3, 0])
+        #expect(listing.runs[1].flagChanges == 1)
+        #expect(listing.runs[1].deletions == 1)
+        #expect(listing.runs[2].volume == nil)
+        #expect(listing.volumes.map(\.messageCount) == [8, 2])
+        #expect(listing.storedMessages == 10)
+        #expect(listing.liveLocations == 10)
+        #expect(listing.deletedLocations == 1)
+
+        // Now: the deleted one is gone, the moved one is in Sent, flags are the latest.
+        let now = try await readEverything(s)
+        try await s.close()
+        #expect(now[first[0].folder]?[first[0].id] == nil)
+        #expect(now[first[2].folder]?[first[2].id]?.0.flags == [.seen, .answered])
+        #expect(now[FolderPath("Sent")!]?[second[2].id]?.1 == msgs[0])
+        #expect(now[FolderPath("Sent")!]?[second[2].id]?.0.flags == [.flagged])
+
+        // As of run 1: eight messages, original flags, no Sent folder.
+        let old = try ArchiveStore.open(path: path, options: ArchiveOptions(asOf: afterRun1), create: false, logger: testLogger)
+        #expect(!old.capabilities.contains(.append))
+        let then = try await readEverything(old)
+        #expect(Set(then.keys) == Set([testFolders[0], testFolders[1]]))
+        #expect(then.values.reduce(0) { $0 + $1.count } == 8)
+        #expect(then[first[0].folder]?[first[0].id]?.1 == msgs[0])
+        #expect(then[first[2].folder]?[first[2].id]?.0.flags == [.seen])
+        await #expect(throws: MailError.self) {
+            try await old.append(to: .inbox, AppendRequest(), body: .bytes(msgs[11]))
+        }
+        try await old.close()
+
+        // As of run 2: the deletion and flag change are in; run 3 changed nothing.
+        let mid = try ArchiveStore.open(path: path, options: ArchiveOptions(asOf: afterRun2), create: false, logger: testLogger)
+        let midAll = try await readEverything(mid)
+        try await mid.close()
+        #expect(midAll.values.reduce(0) { $0 + $1.count } == 10)
+        #expect(midAll[first[2].folder]?[first[2].id]?.0.flags == [.seen, .answered])
+
+        // Before any run: an empty view.
+        let none = try ArchiveStore.open(path: path, options: ArchiveOptions(asOf: InternalDate(secondsSinceEpoch: 1000)),
+                                         create: false, logger: testLogger)
+        #expect(try await none.folders().isEmpty)
+        try await none.close()
+    }
+
+    /// The same bytes appended twice in one run, and again in a later run, are
+    /// stored once; a same-key message with different line endings keeps its own bytes.
+    @Test func deduplicatesByKeyAndSize() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let crlf = Array("Subject: x\r\n\r\nhello\r\n".utf8)
+        let lf = Array("Subject: x\n\nhello\n".utf8)
+        #expect(MessageKey.of(crlf) == MessageKey.of(lf))
+        var s = try ArchiveStore.open(path: path, options: ArchiveOptions(format: .mbox), create: true, logger: testLogger)
+        let placed = try await appendAll(s, [(.inbox, [], .now(), crlf), (FolderPath("A")!, [], .now(), crlf),
+                                             (.inbox, [], .now(), crlf), (.inbox, [], .now(), lf)])
+        try await s.close()
+        s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        _ = try await appendAll(s, [(FolderPath("B")!, [.seen], .now(), crlf)])
+        try await s.close()
+        s = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let listing = try s.list()
+        #expect(listing.storedMessages == 2)
+        #expect(listing.liveLocations == 5)
+        #expect(listing.volumes.count == 1)
+        let all = try await readEverything(s)
+        #expect(all[.inbox]?[placed[2].id]?.1 == crlf)
+        #expect(all[.inbox]?[placed[3].id]?.1 == lf)
+        #expect(all[FolderPath("B")!]?.values.first?.1 == crlf)
+        try await s.close()
+    }
+
+    @Test func emptyFoldersAndLocking() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        try await s.createFolder(FolderPath("Empty/Child")!)
+        // A second writer is refused while the first holds the set.
+        #expect(throws: MailError.self) { _ = try ArchiveStore.open(path: path, create: true, logger: testLogger) }
+        try await s.close()
+        let r = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        #expect(try await r.folders().map(\.path) == [FolderPath("Empty/Child")!])
+        #expect(try await r.listMessages(in: FolderPath("Empty/Child")!).messages.isEmpty)
+        await #expect(throws: MailError.self) { _ = try await r.listMessages(in: FolderPath("Nope")!) }
+        try await r.close()
+        #expect(volumeFiles(path).isEmpty)
+        // Opening something that is not an archive.
+        #expect(throws: MailError.self) {
+            _ = try ArchiveStore.open(path: dir + "/none", create: false, logger: testLogger)
+        }
+        try FileManager.default.createDirectory(atPath: dir + "/busy", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/busy/x", contents: Data("x".utf8))
+        do {
+            _ = try ArchiveStore.open(path: dir + "/busy", create: true, logger: testLogger)
+            Issue.record("wrote into a foreign directory")
+        } catch let e as MailError {
+            #expect(e.exitCode == 2)
+        }
+    }
+
+    @Test func mboxrdQuotingRoundTrips() {
+        let samples: [String] = ["From a\n>From b\n>>From c\nFrom\nxFrom d\n>>>>x\n", ">", "From ", ">From", "\n\nFrom x",
+                                 ">>From >From From \r\nFrom"]
+        for s in samples {
+            let bytes = Array(s.utf8)
+            for chunk in [1, 2, 3, 100] {
+                var q = MboxrdQuoter()
+                var quoted: [UInt8] = []
+                var i = 0
+                while i < bytes.count {
+                    let end = min(i + chunk, bytes.count)
+                    bytes[i..<end].withUnsafeBytes { q.quote($0, into: &quoted) }
+                    i = end
+                }
+                q.finish(into: &quoted)
+                // No line of the quoted text starts with "From ".
+                #expect(!String(decoding: quoted, as: UTF8.self).split(separator: "\n").contains { $0.hasPrefix("From ") })
+                var u = MboxrdUnquoter()
+                var back: [UInt8] = []
+                i = 0
+                while i < quoted.count {
+                    let end = min(i + chunk, quoted.count)
+                    quoted[i..<end].withUnsafeBytes { u.unquote($0, into: &back) }
+                    i = end
+                }
+                u.finish(into: &back)
+                #expect(back == bytes, "\(s) chunk \(chunk)")
+            }
+        }
+    }
+}
