@@ -1,0 +1,333 @@
+import Foundation
+import Logging
+import MailModel
+import MailStore
+import SyncState
+
+/// A migration between two stores: the entry point the CLI calls.
+///
+///     let job = MigrationJob(source: { try await openStore(src) }, destination: { try await openStore(dst) },
+///                            options: MigrationOptions(...), state: try SQLiteStateStore(path: p), logger: log)
+///     let report = try await job.run()       // exit with report.exitCode
+///
+/// Phases, in order (after dsync): list folders, plan folders, then per folder
+/// pair: list, resolve (state, then size and headers, then keys), copy
+/// (journal, act, confirm), verify, delete verified source messages.
+/// Folder pairs run on `parallel` workers, each with its own pair of sessions.
+///
+/// Errors thrown by `run()` end the whole run (authentication, local storage,
+/// corrupt state, cancellation: `MailError.exitCode`). Message and folder
+/// failures do not: they are in the report, whose `exitCode` is then 1.
+public struct MigrationJob: Sendable {
+    public var source: StoreFactory
+    public var destination: StoreFactory
+    public var options: MigrationOptions
+    public var state: any StateStore
+    public var logger: Logger
+    /// Called as messages are dealt with (from several tasks; keep it quick).
+    public var progress: (@Sendable (TransferProgress) -> Void)?
+    /// Store URLs as the report shows them (redacted again before use).
+    public var sourceName: String?
+    public var destinationName: String?
+
+    public init(source: @escaping StoreFactory, destination: @escaping StoreFactory, options: MigrationOptions = MigrationOptions(),
+                state: any StateStore, logger: Logger = Logger(label: "mailferry.transfer"),
+                progress: (@Sendable (TransferProgress) -> Void)? = nil) {
+        self.source = source
+        self.destination = destination
+        self.options = options
+        self.state = state
+        self.logger = logger
+        self.progress = progress
+    }
+
+    // MARK: migrate
+
+    public func run() async throws -> Report {
+        let started = Date()
+        let effectiveState: any StateStore = options.dryRun ? DryRunStateStore(base: state) : state
+        var control = try await openSessions()
+        let report = Locked(Report(command: options.command, source: sourceName ?? control.source.location.description,
+                                   destination: destinationName ?? control.destination.location.description,
+                                   started: started, dryRun: options.dryRun))
+        let executor = Executor(options: options, state: effectiveState, logger: logger,
+                                effects: EffectCounter(limit: options.stopAfterEffect), report: report,
+                                progress: ProgressTracker(progress))
+        do {
+            let plan = try await planFolders(control)
+            report.with { rep in
+                for s in plan.skipped {
+                    logger.info("skipping \(s.folder): \(s.reason)")
+                }
+                if options.dryRun {
+                    rep.plan = plan.creates.map { PlannedAction(.createFolder($0)) }
+                }
+            }
+            if !options.dryRun { try abandonOpenNonAppends(effectiveState) }
+            let folderReports = try await runPairs(plan.pairs, control: &control, executor: executor)
+            report.with { $0.folders = folderReports }
+        } catch {
+            await control.close()
+            throw Self.mapped(error)
+        }
+        await control.close()
+        return report.with {
+            $0.finished = Date()
+            return $0
+        }
+    }
+
+    // MARK: verify
+
+    public func verify() async throws -> VerifyReport {
+        let started = Date()
+        var control = try await openSessions()
+        let report = Locked(Report(command: "verify", source: "", destination: "", started: started, dryRun: false))
+        let executor = Executor(options: options, state: state, logger: logger, effects: EffectCounter(limit: nil),
+                                report: report, progress: ProgressTracker(progress))
+        var out = VerifyReport(source: StoreLocation.redact(sourceName ?? control.source.location.description),
+                               destination: StoreLocation.redact(destinationName ?? control.destination.location.description),
+                               started: started, finished: started, folders: [], headerMatches: [])
+        do {
+            let plan = try await planFolders(control)
+            for pair in plan.pairs {
+                let v = try await withRetry(pair, sessions: &control) { s in
+                    try await Verifier(executor: executor).verify(pair, s)
+                }
+                out.folders.append(.init(source: pair.source.description, destination: pair.destination.description,
+                                         checked: v.checked, verified: v.verified.count, missing: v.missing))
+                out.headerMatches += v.headerMatches
+            }
+        } catch {
+            await control.close()
+            throw Self.mapped(error)
+        }
+        await control.close()
+        out.finished = Date()
+        return out
+    }
+
+    /// The folder half of the plan, for `mailferry folders`-style previews and tests.
+    public func folderPlan() async throws -> FolderPlan {
+        let s = try await openSessions()
+        defer { Task { await s.close() } }
+        return try await planFolders(s)
+    }
+
+    // MARK: Internals
+
+    func openSessions() async throws -> Sessions {
+        var attempt = 1
+        while true {
+            do {
+                let src = try await source()
+                do {
+                    return Sessions(source: src, destination: try await destination())
+                } catch {
+                    try? await src.close()
+                    throw error
+                }
+            } catch let e as MailError where options.retry.shouldRetry(e, attempt: attempt) {
+                let d = options.retry.delay(after: attempt, error: e, random: Double.random(in: 0..<1))
+                logger.warning("cannot open the stores (\(e)); trying again in \(String(format: "%.1f", d)) s")
+                try await options.retry.sleep(d)
+                attempt += 1
+            }
+        }
+    }
+
+    func planFolders(_ s: Sessions) async throws -> FolderPlan {
+        let sf = try await s.source.folders()
+        let df = try await s.destination.folders()
+        return try Planner.planFolders(source: sf, destination: df, selection: options.selection,
+                                       sourceHasFolders: s.source.capabilities.contains(.folders))
+    }
+
+    /// Creates, flag changes and deletes a crash left open are redone by the
+    /// next plan if still needed: close them in the journal.
+    func abandonOpenNonAppends(_ state: any StateStore) throws {
+        for e in try state.openEntries() where e.kind != .append {
+            try state.complete(e.seq, JournalOutcome(.abandoned))
+        }
+    }
+
+    /// Runs `body`, and on errors that may pass (dropped connection, throttling)
+    /// reopens the sessions and runs it again, with backoff.
+    func withRetry<T: Sendable>(_ pair: FolderPair, sessions: inout Sessions,
+                                _ body: (Sessions) async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                try Task.checkCancellation()
+                return try await body(sessions)
+            } catch let e as MailError where options.retry.shouldRetry(e, attempt: attempt) {
+                let d = options.retry.delay(after: attempt, error: e, random: Double.random(in: 0..<1))
+                logger.warning("\(pair.source): \(e); retrying in \(String(format: "%.1f", d)) s (attempt \(attempt + 1) of \(options.retry.maxAttempts))")
+                try await options.retry.sleep(d)
+                attempt += 1
+                if e.kind != .throttled || e.scope >= .account {
+                    await sessions.close()
+                    sessions = try await openSessions()
+                }
+            }
+        }
+    }
+
+    /// Folder pairs grouped by destination folder (pairs into one folder run
+    /// one after the other, so dedupe by key holds), spread over workers.
+    func runPairs(_ pairs: [FolderPair], control: inout Sessions, executor: Executor) async throws -> [FolderReport] {
+        var groups: [[FolderPair]] = []
+        var index: [FolderPath: Int] = [:]
+        for p in pairs {
+            if let i = index[p.destination] {
+                groups[i].append(p)
+            } else {
+                index[p.destination] = groups.count
+                groups.append([p])
+            }
+        }
+        let queue = Locked(groups.enumerated().map { $0 })
+        let results = Locked([Int: [FolderReport]]())
+        let workers = min(options.parallel, max(1, groups.count))
+        let first = control
+        let job = self
+        let finalControl = Locked<Sessions?>(nil)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<workers {
+                group.addTask {
+                    var sessions = w == 0 ? first : try await job.openSessions()
+                    do {
+                        while let (gi, g) = queue.with({ $0.isEmpty ? nil : $0.removeFirst() }) {
+                            var reps: [FolderReport] = []
+                            for pair in g {
+                                reps.append(try await job.runPair(pair, sessions: &sessions, executor: executor))
+                            }
+                            results.with { $0[gi] = reps }
+                        }
+                    } catch {
+                        if w == 0 { finalControl.with { $0 = sessions } } else { await sessions.close() }
+                        throw error
+                    }
+                    if w == 0 { finalControl.with { $0 = sessions } } else { await sessions.close() }
+                }
+            }
+            try await group.waitForAll()
+        }
+        if let c = finalControl.get { control = c }
+        return results.get.sorted { $0.key < $1.key }.flatMap(\.value)
+    }
+
+    /// One pair: copy (with retries), verify, delete verified source messages.
+    /// A failure that ends the pair is reported; failures that end the run are thrown.
+    func runPair(_ pair: FolderPair, sessions: inout Sessions, executor: Executor) async throws -> FolderReport {
+        let fr = Locked(FolderReport(source: pair.source.description, destination: pair.destination.description))
+        let copied = Locked(Set<MessageID>())
+        do {
+            try await withRetry(pair, sessions: &sessions) { s in
+                try await executor.copyPair(pair, s, folderReport: fr, copiedThisRun: copied)
+            }
+            if !options.dryRun, options.verify || options.deleteSource {
+                let v = try await withRetry(pair, sessions: &sessions) { s in
+                    try await Verifier(executor: executor).verify(pair, s)
+                }
+                fr.with {
+                    $0.verified = v.verified.count
+                    $0.missing = v.missing.count
+                }
+                let reported = Set(executor.report.get.failures.filter { $0.folder == pair.source.description }
+                    .compactMap(\.sourceID))
+                for m in v.missing where !reported.contains(m.sourceID) {
+                    executor.report.with {
+                        $0.failures.append(.init(folder: pair.source.description, sourceID: m.sourceID,
+                                                 reason: "not verified in the destination: \(m.reason)"))
+                    }
+                }
+                if options.deleteSource, !v.verified.isEmpty {
+                    try await deleteVerified(pair, v.verified, sessions: &sessions, executor: executor, report: fr)
+                }
+            }
+        } catch let e as MailError where e.scope <= .folder || (e.scope == .account && e.retryable) {
+            logger.error("\(pair.source): \(e)")
+            fr.with { $0.failed += 1 }
+            executor.report.with { $0.failures.append(.init(folder: pair.source.description, sourceID: nil, reason: e.description)) }
+        }
+        return fr.get
+    }
+
+    /// `--delete-source`: journal, delete, and (POP3) commit with QUIT at the
+    /// end of the session. Only ids verification found are passed here.
+    func deleteVerified(_ pair: FolderPair, _ ids: [MessageID], sessions: inout Sessions, executor: Executor,
+                        report fr: Locked<FolderReport>) async throws {
+        for action in Planner.planSourceDeletes(folder: pair.source, verified: ids) {
+            guard case .deleteSource(let folder, let ids) = action else { continue }
+            let seq = try state.intend(JournalEntry(kind: .delete, side: .source, sourceFolder: folder, ids: ids))
+            try await sessions.source.delete(ids, in: folder)
+            if !sessions.source.capabilities.contains(.folders) {
+                // POP3: DELE takes effect at QUIT; close now so the deletion is
+                // committed in the session that verified it.
+                try await sessions.source.close()
+                sessions.source = try await source()
+            }
+            try executor.effects.did("delete \(ids.count) in source \(folder)")
+            try state.complete(seq, JournalOutcome(.confirmed))
+            try state.forget(.source, in: folder, ids: ids)
+            fr.with { $0.deleted += ids.count }
+        }
+    }
+
+    static func mapped(_ error: Error) -> Error {
+        if error is CancellationError {
+            return MailError(.cancelled, scope: .local, "interrupted; the state is consistent and a re-run resumes")
+        }
+        return error
+    }
+}
+
+/// For `--dry-run`: reads go to the real state, writes stay in memory and
+/// are thrown away, so a dry run writes nothing anywhere.
+final class DryRunStateStore: StateStore, @unchecked Sendable {
+    private let base: any StateStore
+    private let overlay = MemoryStateStore()
+    private let loaded = Locked(Set<String>())
+
+    init(base: any StateStore) { self.base = base }
+
+    private func load(_ side: Side, _ folder: FolderPath) throws {
+        let k = side.rawValue + "\u{0}" + folder.components.joined(separator: "\u{0}")
+        guard loaded.with({ $0.insert(k).inserted }) else { return }
+        if let m = try base.mark(side, folder) { try overlay.saveMark(m) }
+        try overlay.remember(try base.known(side, in: folder))
+    }
+
+    func mark(_ side: Side, _ folder: FolderPath) throws -> FolderMark? {
+        try load(side, folder)
+        return try overlay.mark(side, folder)
+    }
+
+    func saveMark(_ mark: FolderMark) throws -> Bool {
+        try load(mark.side, mark.folder)
+        return try overlay.saveMark(mark)
+    }
+
+    func known(_ side: Side, in folder: FolderPath) throws -> [KnownMessage] {
+        try load(side, folder)
+        return try overlay.known(side, in: folder)
+    }
+
+    func remember(_ messages: [KnownMessage]) throws {
+        for m in messages { try load(m.side, m.folder) }
+        try overlay.remember(messages)
+    }
+
+    func forget(_ side: Side, in folder: FolderPath, ids: [MessageID]) throws {
+        try load(side, folder)
+        try overlay.forget(side, in: folder, ids: ids)
+    }
+
+    func intend(_ entries: [JournalEntry]) throws -> [Int64] { try overlay.intend(entries) }
+    func complete(_ seq: Int64, _ outcome: JournalOutcome, remember: [KnownMessage]) throws {
+        try overlay.complete(seq, outcome, remember: remember)
+    }
+    func openEntries() throws -> [JournalEntry] { try base.openEntries() }
+    func journal() throws -> [JournalEntry] { try base.journal() + overlay.journal() }
+}

@@ -1,3 +1,0 @@
-import Testing
-@testable import SyncState
-@Test func placeholder() {}
