@@ -79,3 +79,20 @@ completions: release
 
 clean:
 	rm -rf .build
+
+# libFuzzer run over the POP3 reply parser (POP3Core sources + Fuzz/POP3),
+# linked against the debug build of NIOCore. FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+FUZZ_POP3_BIN := .build/fuzz/pop3-fuzz
+FUZZ_NIO_MODULES := NIOCore _NIODataStructures NIOConcurrencyHelpers _NIOBase64 Atomics DequeModule \
+	InternalCollectionsUtilities ContainersPreview CNIOLinux CNIOAtomics CNIODarwin CNIOWindows _AtomicsShims
+fuzz-pop3:
+	$(SWIFT) build --target POP3Core $(SWIFT_BUILD_FLAGS)
+	@mkdir -p .build/fuzz/pop3-corpus
+	@B="$$($(SWIFT) build --show-bin-path)"; \
+	mapfile -d '' objs < <(for m in $(FUZZ_NIO_MODULES); do [ -d "$$B/$$m.build" ] && find "$$B/$$m.build" -name '*.o' -print0; done); \
+	maps=(); for m in "$$B"/C*.build/module.modulemap .build/checkouts/swift-atomics/Sources/_AtomicsShims/include/module.modulemap; do maps+=(-Xcc "-fmodule-map-file=$$m"); done; \
+	swiftc -sanitize=fuzzer,address -parse-as-library -swift-version 6 -module-name POP3Core \
+	  Sources/POP3Core/*.swift Fuzz/POP3/FuzzPOP3.swift -I "$$B/Modules" "$${maps[@]}" "$${objs[@]}" \
+	  -o $(FUZZ_POP3_BIN)
+	$(FUZZ_POP3_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 .build/fuzz/pop3-corpus Fuzz/POP3/seeds
