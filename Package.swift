@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "MailferryCLI",
             dependencies: [
-                "MailModel", "MailStore", "ArchiveStore", "SyncState", "Transfer",
+                "MailModel", "MailStore", "ArchiveStore", "SyncState", "Transfer", "MailNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -85,6 +85,8 @@ public enum MailferryMain {
                 return 0
             } catch let e as ExitCode {
                 return e.rawValue
+            } catch let e as ExitCodeError {
+                return e.code
             } catch where MailferryMain.isArgumentParserError(error) {
                 // --help, --version, and ValidationErrors thrown by validate().
                 let code = Mailferry.exitCode(for: error)
