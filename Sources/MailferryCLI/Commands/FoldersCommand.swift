@@ -103,6 +103,11 @@ enum JSONOutput {
         let url = URL(fileURLWithPath: (path as NSString).expandingTildeInPath)
         let d = try data(value)
         do {
+            let parent = url.deletingLastPathComponent().path
+            if !FileManager.default.fileExists(atPath: parent) {
+                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            }
             try d.write(to: url, options: [.atomic])
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: url.path)
         } catch {
