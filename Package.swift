@@ -53,7 +53,13 @@ let package = Package(
             swiftSettings: swift6),
         .target(
             name: "IMAPClient",
-            dependencies: ["IMAPCore", "MailNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "IMAPCore", "MailNet", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: swift6),
         .target(
             name: "POP3Client",

@@ -1,0 +1,580 @@
+import IMAPClient
+import IMAPCore
+import Logging
+import MailModel
+import MailNet
+import NIOConcurrencyHelpers
+import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How an `IMAPStore` works the connection.
+public struct IMAPStoreOptions: Sendable, Hashable {
+    /// Commands in flight at once (fetch batches, appends). 1 turns pipelining off.
+    public var pipelineDepth: Int
+    /// UIDs per UID FETCH command when streaming bodies.
+    public var fetchBatchSize: Int
+    /// A body of unknown size (POP3) is held in memory up to this size to learn it for APPEND.
+    public var spoolLimit: Int
+    /// Everything else about the client (stream buffering, ENABLE, ID, parser limits).
+    public var client: IMAPClientOptions
+
+    public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32, spoolLimit: Int = 256 * 1024 * 1024,
+                client: IMAPClientOptions = IMAPClientOptions()) {
+        self.pipelineDepth = max(1, pipelineDepth)
+        self.fetchBatchSize = max(1, fetchBatchSize)
+        self.spoolLimit = spoolLimit
+        self.client = client
+        self.client.pipelineDepth = self.pipelineDepth
+    }
+}
+
+/// A `MailStore` over one IMAP connection.
+///
+/// Fetches stream message bytes as they arrive, several UID FETCH batches in
+/// flight; appends stream with LITERAL+ (or LITERAL- for small messages, else
+/// synchronising literals) and return before the server confirms, so many
+/// APPENDs are in flight at once.
+public final class IMAPStore: MailStore {
+    public let location: StoreLocation
+    public let capabilities: StoreCapabilities
+    public let connection: IMAPConnection
+    let options: IMAPStoreOptions
+    let logger: Logger
+    let map: IMAPFolderMap
+    private let state = NIOLockedValueBox(State())
+
+    struct Selection: Sendable {
+        var folder: FolderPath
+        var readOnly: Bool
+        var validity: FolderValidity
+        var exists: UInt32
+        /// nil: the server sent no PERMANENTFLAGS (all flags are permanent).
+        var permanentFlags: [Flag]?
+    }
+
+    struct State: Sendable {
+        var selected: Selection?
+        /// PERMANENTFLAGS per folder, learned on SELECT/EXAMINE (nil entry: all permanent).
+        var permanentFlags: [FolderPath: [Flag]?] = [:]
+    }
+
+    init(location: StoreLocation, connection: IMAPConnection, options: IMAPStoreOptions, map: IMAPFolderMap, logger: Logger) {
+        self.location = location
+        self.connection = connection
+        self.options = options
+        self.map = map
+        self.logger = logger
+        var caps: StoreCapabilities = [.folders, .createFolders, .append, .flags, .keywords, .internalDate, .delete,
+                                       .setFlags, .persistentIDs]
+        if connection.enabled.contains(.condStore) || connection.enabled.contains(.qresync) { caps.insert(.changeTracking) }
+        if connection.has(.uidPlus) { caps.insert(.appendReturnsID) }
+        self.capabilities = caps
+    }
+
+    /// Connects, logs in, enables CONDSTORE/QRESYNC/UTF8=ACCEPT when offered,
+    /// and reads the personal namespace and hierarchy separator.
+    public static func open(settings: ConnectionSettings, credentials: Credentials,
+                            options: IMAPStoreOptions = .init(), logger: Logger) async throws -> IMAPStore {
+        let connection = try await IMAPConnection.connect(settings: settings, credentials: credentials,
+                                                          options: options.client, logger: logger)
+        do {
+            var prefix = ""
+            var separator: Character?
+            if connection.has(.namespace) {
+                let r = try await connection.execute(.namespace, scope: .account)
+                for case .namespace(let ns) in r.untagged {
+                    if let p = ns.personal.first {
+                        prefix = p.prefix.decoded(utf8: connection.isUTF8Enabled)
+                        separator = p.separator
+                    }
+                }
+            }
+            if separator == nil {
+                let r = try await connection.execute(.list(reference: MailboxName(bytes: []), pattern: "", specialUse: false, status: []), scope: .account)
+                for case .list(let item) in r.untagged { separator = item.separator }
+            }
+            let account = StoreLocation.NetworkAccount(user: credentials.authorizationIdentity ?? credentials.user,
+                                                       host: settings.host, port: settings.port, tls: settings.tls)
+            let map = IMAPFolderMap(prefix: prefix, separator: separator, utf8: connection.isUTF8Enabled)
+            logger.debug("IMAP store open", metadata: ["host": "\(settings.host)", "prefix": "\(prefix)",
+                                                       "separator": "\(separator.map(String.init) ?? "NIL")",
+                                                       "capabilities": "\(connection.capabilities.map(\.name).sorted().joined(separator: " "))"])
+            return IMAPStore(location: .imap(account), connection: connection, options: options, map: map, logger: logger)
+        } catch {
+            await connection.logout()
+            throw error
+        }
+    }
+
+    var host: String { connection.settings.host }
+
+    func mailbox(_ folder: FolderPath) throws -> MailboxName {
+        guard let m = map.mailbox(for: folder) else {
+            throw MailError(.usage, scope: .folder,
+                            "the folder \(folder) cannot be named on \(host): a name part contains the hierarchy separator \"\(map.separator.map(String.init) ?? "")\"",
+                            hint: "rename it with --map", folder: folder)
+        }
+        return m
+    }
+
+    // MARK: Folders
+
+    public func folders() async throws -> [FolderInfo] {
+        let specialUse = connection.has(.specialUse)
+        let listStatus = connection.has(.listStatus)
+        var statusItems: [MailboxStatus.Item] = []
+        if listStatus {
+            statusItems = [.messages]
+            if connection.has(Capability("STATUS=SIZE")) { statusItems.append(.size) }
+        }
+        let r = try await connection.execute(.list(reference: MailboxName(bytes: []), pattern: "*", specialUse: specialUse,
+                                                   status: statusItems), scope: .account)
+        var statuses: [MailboxName: MailboxStatus] = [:]
+        for case .status(let m, let s) in r.untagged { statuses[m] = s }
+        var out: [FolderInfo] = []
+        var seen = Set<FolderPath>()
+        for case .list(let item) in r.untagged {
+            guard let path = map.path(for: item.name, separator: item.separator), !seen.contains(path) else { continue }
+            if item.hasAttribute("\\NonExistent") { continue }
+            seen.insert(path)
+            let status = statuses[item.name]
+            out.append(FolderInfo(path: path,
+                                  role: IMAPFolderMap.role(attributes: item.attributes, path: path, serverHasSpecialUse: specialUse),
+                                  selectable: item.isSelectable,
+                                  messageCount: status?.messages.map(Int.init),
+                                  totalSize: status?.size.map { Int64($0) }))
+        }
+        // Parents that exist only implicitly (a server that lists "a/b" without "a").
+        for f in out {
+            for a in f.path.ancestors where !seen.contains(a) {
+                seen.insert(a)
+                out.append(FolderInfo(path: a, selectable: false))
+            }
+        }
+        return out.sorted { $0.path < $1.path }
+    }
+
+    public func createFolder(_ path: FolderPath) async throws {
+        for p in path.ancestors + [path] {
+            let m = try mailbox(p)
+            if p.isInbox { continue }
+            do {
+                try await connection.execute(.create(m), scope: .folder)
+            } catch let e as MailError where e.kind == .refused {
+                // Already there is fine: check with LIST rather than trusting the text.
+                let r = try await connection.execute(.list(reference: MailboxName(bytes: []), pattern: m.decoded(utf8: map.utf8),
+                                                           specialUse: false, status: []), scope: .folder)
+                let exists = r.untagged.contains { if case .list(let i) = $0 { return i.name == m }; return false }
+                if !exists { throw e.with(folder: p) }
+            }
+        }
+    }
+
+    // MARK: Selection
+
+    @discardableResult
+    func select(_ folder: FolderPath, readOnly: Bool) async throws -> Selection {
+        if let s = state.withLockedValue({ $0.selected }), s.folder == folder, s.readOnly == readOnly || !s.readOnly {
+            return s
+        }
+        let m = try mailbox(folder)
+        let cmd: Command = readOnly ? .examine(m) : .select(m)
+        let r: CommandResponse
+        do {
+            state.withLockedValue { $0.selected = nil }
+            r = try await connection.execute(cmd, scope: .folder)
+        } catch let e as MailError {
+            throw e.with(folder: folder)
+        }
+        var sel = Selection(folder: folder, readOnly: readOnly, validity: FolderValidity(), exists: 0, permanentFlags: nil)
+        func note(_ code: ResponseCode?) {
+            switch code {
+            case .uidValidity(let v)?: sel.validity.uidValidity = UInt64(v)
+            case .uidNext(let n)?: sel.validity.uidNext = UInt64(n)
+            case .highestModSeq(let m)?: sel.validity.highestModSeq = m
+            case .permanentFlags(let f)?: sel.permanentFlags = f
+            case .readOnly?: sel.readOnly = true
+            default: break
+            }
+        }
+        for u in r.untagged {
+            switch u {
+            case .condition(let s): note(s.code)
+            case .exists(let n): sel.exists = n
+            default: break
+            }
+        }
+        note(r.status.code)
+        let final = sel
+        state.withLockedValue {
+            $0.selected = final
+            $0.permanentFlags[folder] = .some(final.permanentFlags)
+        }
+        return sel
+    }
+
+    // MARK: Listing
+
+    static let headerFields = ["MESSAGE-ID", "DATE", "FROM", "RECEIVED"]
+
+    public func listMessages(in folder: FolderPath, options listOptions: ListOptions) async throws -> FolderListing {
+        let condStore = capabilities.contains(.changeTracking)
+        let sel = try await select(folder, readOnly: true)
+        var items: [FetchItem] = [.uid, .flags, .rfc822Size, .internalDate]
+        if condStore { items.append(.modSeq) }
+        if listOptions.includeHeaders { items.append(.body(.headerFields(Self.headerFields), peek: true)) }
+        var changedSince: UInt64?
+        var incremental = false
+        if let since = listOptions.changedSince, condStore, connection.enabled.contains(.qresync),
+           let v = since.uidValidity, v == sel.validity.uidValidity, let modSeq = since.highestModSeq {
+            changedSince = modSeq
+            incremental = true
+        }
+        var listing = FolderListing(folder: folder, validity: sel.validity, messages: [], isIncremental: incremental)
+        if sel.exists == 0 { return listing }
+        if incremental, let h = sel.validity.highestModSeq, let c = changedSince, h <= c {
+            return listing
+        }
+        let r: CommandResponse
+        do {
+            r = try await connection.execute(.uidFetch(.all, items, changedSince: changedSince, vanished: incremental), scope: .folder)
+        } catch let e as MailError {
+            throw e.with(folder: folder)
+        }
+        var vanished: [MessageID] = []
+        for case .vanished(_, let set) in r.untagged {
+            vanished += set.ranges.flatMap { $0.upperBound == UInt32.max ? [$0.lowerBound] : Array($0) }.map { MessageID(String($0)) }
+        }
+        var byUID: [UInt32: MessageInfo] = [:]
+        for f in r.fetches {
+            guard let uid = f.uid else { continue }
+            var info = byUID[uid] ?? MessageInfo(id: MessageID(String(uid)))
+            for a in f.attributes {
+                switch a {
+                case .flags(let fl): info.flags = Flags(fl)
+                case .rfc822Size(let n): info.size = n
+                case .internalDate(let d): info.internalDate = d; info.dateSource = .stored
+                case .modSeq(let m): info.modSeq = m
+                default: break
+                }
+            }
+            for (_, bytes) in f.parts {
+                info.headers = HeaderReader.read(bytes.readableBytesView)
+            }
+            byUID[uid] = info
+        }
+        listing.messages = byUID.keys.sorted().compactMap { byUID[$0] }
+        listing.vanished = vanished.sorted()
+        return listing
+    }
+
+    // MARK: Fetching
+
+    public func fetchMessages(_ ids: [MessageID], in folder: FolderPath,
+                              _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws -> [MessageID] {
+        var missing: [MessageID] = []
+        var uids: [UInt32] = []
+        for id in ids {
+            if let u = UInt32(id.rawValue), u > 0 { uids.append(u) } else { missing.append(id) }
+        }
+        uids = Array(Set(uids)).sorted()
+        guard !uids.isEmpty else { return missing }
+        try await select(folder, readOnly: true)
+        let batches = stride(from: 0, to: uids.count, by: options.fetchBatchSize).map {
+            Array(uids[$0..<min(uids.count, $0 + options.fetchBatchSize)])
+        }
+        let items: [FetchItem] = [.uid, .rfc822Size, .flags, .internalDate, .body(.complete, peek: true)]
+        // Every batch goes into the pipeline at once; the connection keeps
+        // `pipelineDepth` of them in flight and the rest queued.
+        let pending = batches.map { connection.submit(.command(.uidFetch(SequenceSet(numbers: $0), items))) }
+        var seen = Set<UInt32>()
+        var index = 0
+        do {
+            while index < pending.count {
+                try await streamBatch(pending[index], folder: folder, wanted: Set(batches[index]), seen: &seen, handler)
+                index += 1
+            }
+        } catch {
+            // Let the rest of the pipeline run out so that the connection stays usable.
+            for p in pending[(index + 1)...] where index + 1 < pending.count {
+                _ = try? await p.response(scope: .folder, collectingUpTo: Int.max)
+            }
+            throw error
+        }
+        missing += uids.filter { !seen.contains($0) }.map { MessageID(String($0)) }
+        return missing
+    }
+
+    private func streamBatch(_ p: PendingCommand, folder: FolderPath, wanted: Set<UInt32>, seen: inout Set<UInt32>,
+                             _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws {
+        var info: MessageInfo?
+        var uid: UInt32?
+        while true {
+            let item: ResponseSink.Item
+            do {
+                item = try await p.sink.next()
+            } catch let e as MailError {
+                throw e.with(folder: folder)
+            }
+            switch item {
+            case .fetch(.fetchStart):
+                info = MessageInfo(id: MessageID(""))
+                uid = nil
+            case .fetch(.fetchAttribute(let a)):
+                switch a {
+                case .uid(let u): uid = u; info?.id = MessageID(String(u))
+                case .flags(let f): info?.flags = Flags(f)
+                case .rfc822Size(let n): info?.size = n
+                case .internalDate(let d): info?.internalDate = d; info?.dateSource = .stored
+                case .modSeq(let m): info?.modSeq = m
+                default: break
+                }
+            case .fetch(.streamingBegin(let kind, let size)):
+                let reader = BodyReader(sink: p.sink)
+                guard case .body(let section, nil) = kind, section == .complete, let u = uid, wanted.contains(u), !seen.contains(u),
+                      var i = info else {
+                    // Not one we asked for (or the UID came after the body): skip its bytes.
+                    if uid == nil { logger.warning("FETCH body before its UID; skipped", metadata: ["folder": "\(folder)"]) }
+                    try await reader.drain()
+                    continue
+                }
+                seen.insert(u)
+                i.size = size
+                let body = MessageBody(size: size) { try await reader.next() }
+                do {
+                    try await handler(i, body)
+                } catch {
+                    try? await reader.drain()
+                    throw error
+                }
+                try await reader.drain()
+            case .fetch(.fetchEnd):
+                info = nil
+                uid = nil
+            case .fetch: break
+            case .untagged, .continuation, .readyForBody: break
+            case .completed(let status):
+                if status.kind == .ok { return }
+                // Messages expunged meanwhile: the rest arrived, the missing ones are reported.
+                if status.code == .expungeIssued || status.kind == .no && !status.code.map({ $0.isThrottling }).orFalse {
+                    logger.info("UID FETCH ended with \(status.kind.rawValue): \(status.text)", metadata: ["folder": "\(folder)"])
+                    return
+                }
+                throw IMAPErrors.from(status, command: "UID FETCH", host: host, scope: .folder).with(folder: folder)
+            }
+        }
+    }
+
+    // MARK: Appending
+
+    public func append(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend {
+        let m = try mailbox(folder)
+        // Learn PERMANENTFLAGS once per folder.
+        var permanent: [Flag]??
+        permanent = state.withLockedValue { $0.permanentFlags[folder] }
+        if permanent == nil {
+            if state.withLockedValue({ $0.selected?.folder == folder }) == false {
+                do {
+                    try await select(folder, readOnly: true)
+                } catch let e as MailError where e.kind == .notFound {
+                    throw e.with(folder: folder)
+                }
+            }
+            permanent = state.withLockedValue { $0.permanentFlags[folder] } ?? .some(nil)
+        }
+        var flags: [Flag] = []
+        var dropped: [Flag] = []
+        let perm = permanent ?? nil
+        let anyKeyword = perm.map { $0.contains(Flag("\\*")) } ?? true
+        for f in request.flags.sorted where f != .recent {
+            if f.isKeyword {
+                if f.isValidKeyword && (anyKeyword || perm?.contains(f) == true) { flags.append(f) } else { dropped.append(f) }
+            } else if perm == nil || perm?.contains(f) == true {
+                flags.append(f)
+            } else {
+                dropped.append(f)
+            }
+        }
+        // The exact size, and whether it holds NUL bytes (literal8 with BINARY, else refused).
+        var source = body
+        var size = body.size
+        var hasNUL = false
+        let checkLimit = 4 * 1024 * 1024
+        if size == nil || size! <= Int64(checkLimit) {
+            let limit = size == nil ? options.spoolLimit : checkLimit
+            let buffer: ByteBuffer
+            do {
+                buffer = try await body.collect(upTo: limit)
+            } catch let e as MailError {
+                throw e.with(folder: folder)
+            }
+            hasNUL = buffer.readableBytesView.contains(0)
+            size = Int64(buffer.readableBytes)
+            source = .bytes(buffer)
+        }
+        guard let size else { throw MailError(.storage, scope: .message, "message size unknown", folder: folder) }
+        let binary = hasNUL
+        if hasNUL, !connection.has(.binary) {
+            throw MailError(.unsupported, scope: .message,
+                            "the message contains NUL bytes, which \(host) cannot store (no BINARY extension)", folder: folder)
+        }
+        let hasher = HashingBody(source, checkNUL: !binary && size > Int64(checkLimit))
+        let message = AppendWriter.Message(flags: flags, internalDate: request.internalDate, size: size, binary: binary)
+        let pending: PendingCommand
+        do {
+            pending = try await connection.append(to: m, message: message, body: hasher)
+        } catch let e as MailError {
+            throw e.with(folder: folder)
+        }
+        if hasher.sawNUL {
+            throw MailError(.unsupported, scope: .account, "a message contained NUL bytes part-way through; the connection was closed",
+                            folder: folder)
+        }
+        let key = hasher.finalize()
+        let host = self.host
+        let finalDropped = dropped
+        if !dropped.isEmpty {
+            logger.info("keywords dropped on append", metadata: ["folder": "\(folder)", "flags": "\(dropped.map(\.name))"])
+        }
+        return PendingAppend {
+            let r: CommandResponse
+            do {
+                r = try await pending.response(scope: .message)
+            } catch let e as MailError {
+                throw e.with(folder: folder)
+            }
+            var id: MessageID?
+            var validity: UInt64?
+            if case .appendUID(let v, let uids)? = r.status.code, let u = uids.ranges.first?.lowerBound {
+                id = MessageID(String(u))
+                validity = UInt64(v)
+            }
+            _ = host
+            return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped)
+        }
+    }
+
+    // MARK: Changing
+
+    public func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
+        let uids = ids.compactMap { UInt32($0.rawValue) }
+        guard !uids.isEmpty else { return }
+        try await select(folder, readOnly: false)
+        let mode: StoreMode = change == .add ? .add : change == .remove ? .remove : .replace
+        let list = flags.sorted.filter { $0 != .recent && (!$0.isKeyword || $0.isValidKeyword) }
+        let pending = SequenceSet(numbers: uids).chunked().map {
+            connection.submit(.command(.uidStore($0, mode, silent: true, flags: list)))
+        }
+        for p in pending {
+            do { _ = try await p.response(scope: .folder) } catch let e as MailError { throw e.with(folder: folder) }
+        }
+    }
+
+    public func delete(_ ids: [MessageID], in folder: FolderPath) async throws {
+        let uids = ids.compactMap { UInt32($0.rawValue) }
+        guard !uids.isEmpty else { return }
+        try await setFlags([.deleted], .add, for: ids, in: folder)
+        do {
+            if connection.has(.uidPlus) {
+                for set in SequenceSet(numbers: uids).chunked() {
+                    try await connection.execute(.uidExpunge(set), scope: .folder)
+                }
+            } else {
+                // Plain EXPUNGE also removes messages the user marked \Deleted; only
+                // run it when every \Deleted message is one of ours.
+                let r = try await connection.execute(.uidSearch(.deleted), scope: .folder)
+                var deleted = Set<UInt32>()
+                for case .search(let s) in r.untagged { deleted.formUnion(s.numbers) }
+                if deleted.isSubset(of: Set(uids)) {
+                    try await connection.execute(.expunge, scope: .folder)
+                } else {
+                    logger.warning("messages left marked \\Deleted: the server lacks UIDPLUS and other messages are marked too",
+                                   metadata: ["folder": "\(folder)"])
+                }
+            }
+        } catch let e as MailError {
+            throw e.with(folder: folder)
+        }
+    }
+
+    public func close() async throws {
+        await connection.logout()
+    }
+}
+
+extension Optional where Wrapped == Bool {
+    var orFalse: Bool { self ?? false }
+}
+
+/// Hands out one streamed body from a FETCH's sink, then stops at its end.
+final class BodyReader: @unchecked Sendable {
+    private let sink: ResponseSink
+    private let lock = NIOLock()
+    private var ended = false
+
+    init(sink: ResponseSink) { self.sink = sink }
+
+    func next() async throws -> ByteBuffer? {
+        if lock.withLock({ ended }) { return nil }
+        while true {
+            switch try await sink.next() {
+            case .fetch(.streamingBytes(let b)): return b
+            case .fetch(.streamingEnd):
+                lock.withLock { ended = true }
+                return nil
+            case .completed:
+                lock.withLock { ended = true }
+                throw MailError(.protocolViolation, scope: .folder, "the FETCH ended inside a message body")
+            default: continue
+            }
+        }
+    }
+
+    func drain() async throws {
+        while try await next() != nil {}
+    }
+}
+
+/// Passes a body through while hashing it (the key of the bytes as sent),
+/// optionally watching for NUL bytes.
+final class HashingBody: AsyncSequence, @unchecked Sendable {
+    typealias Element = ByteBuffer
+    private let body: MessageBody
+    private let lock = NIOLock()
+    private var hasher = MessageHasher()
+    private let checkNUL: Bool
+    private(set) var sawNUL = false
+
+    init(_ body: MessageBody, checkNUL: Bool) {
+        self.body = body
+        self.checkNUL = checkNUL
+    }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var inner: MessageBody.AsyncIterator
+        let owner: HashingBody
+        mutating func next() async throws -> ByteBuffer? {
+            guard let chunk = try await inner.next() else { return nil }
+            owner.update(chunk)
+            if owner.sawNUL { return nil }
+            return chunk
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: body.makeAsyncIterator(), owner: self) }
+
+    func update(_ chunk: ByteBuffer) {
+        lock.withLock {
+            chunk.withUnsafeReadableBytes { raw in
+                hasher.update(raw)
+                if checkNUL, let base = raw.baseAddress, memchr(base, 0, raw.count) != nil { sawNUL = true }
+            }
+        }
+    }
+
+    func finalize() -> MessageKey { lock.withLock { hasher.finalize() } }
+}

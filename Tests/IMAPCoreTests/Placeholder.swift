@@ -1,3 +1,0 @@
-import Testing
-@testable import IMAPCore
-@Test func placeholder() {}
