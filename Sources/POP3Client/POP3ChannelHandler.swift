@@ -69,15 +69,13 @@ final class POP3ChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func next(loop: EventLoop) -> EventLoopFuture<[POP3ResponseEvent]> {
-        guard let context else {
-            return loop.makeFailedFuture(MailError(.connection, scope: .account, retryable: true,
-                                                   "the connection to \(machine.configuration.host) is gone"))
-        }
-        let promise = context.eventLoop.makePromise(of: [POP3ResponseEvent].self)
+        let promise = loop.makePromise(of: [POP3ResponseEvent].self)
         if let old = pending {
             old.fail(MailError(.usage, scope: .local, "two readers on one POP3 connection"))
         }
         pending = promise
+        // Works after the channel closed too: the machine still holds what
+        // was parsed and the reason the connection ended.
         perform(machine.consumerNext())
         return promise.futureResult
     }
