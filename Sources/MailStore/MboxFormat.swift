@@ -20,7 +20,9 @@ import NIOCore
 /// Reading accepts mboxrd, mboxo (its `>From ` lines lose one `>`, which is
 /// all mboxo can say), Content-Length delimited files (mboxcl2: the body is
 /// taken as is when the header's length lands exactly on the next `From `
-/// line or the end of the file), CRLF files, and `From ` lines without a date.
+/// line or the end of the file; only in files without a mailferry index),
+/// CRLF files, and `From ` lines without a date (`From - `). Outside such a
+/// body every line that starts with `From ` begins a new message.
 enum MboxFormat {
     static let from: [UInt8] = Array("From ".utf8)
 
@@ -175,7 +177,10 @@ struct MboxScanner {
                 lastLineStart = lineStart
                 lastLineEmpty = isEmpty
             }
-            if prefix.starts(with: MboxFormat.from), lineStart == 0 || prevEmpty || MboxFormat.looksLikeFromLine(prefix) {
+            // Every line starting "From " separates messages, as in Python's
+            // `mailbox`, mutt and Dovecot: mbox writers quote such lines in
+            // bodies. Only a Content-Length body (skipped above) may hold them.
+            if prefix.starts(with: MboxFormat.from) {
                 finish(at: lineStart)
                 var fl = prefix
                 if fl.last == 0x0D { fl.removeLast() }

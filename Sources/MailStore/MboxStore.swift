@@ -62,6 +62,13 @@ public final class MboxStore: MailStore, @unchecked Sendable {
     public let location: StoreLocation
     public var capabilities: StoreCapabilities { .localTree }
 
+    /// How long to wait for another program's lock before giving up, in seconds.
+    public var lockTimeout: Double {
+        get { lockWait.withLockedValue { $0 } }
+        set { lockWait.withLockedValue { $0 = newValue } }
+    }
+    private let lockWait = NIOLockedValueBox<Double>(10)
+
     private let foreignNames = NIOLockedValueBox<[FolderPath: String]>([:])
 
     /// Scans by file identity (device, inode, size, mtime of the mbox and its
@@ -354,6 +361,13 @@ public final class MboxStore: MailStore, @unchecked Sendable {
             index.uidNext = next
             index.indexStale = entries.count != file.records.count
         } else {
+            if let last = file.records.last, last.offset + last.length > st.size,
+               zip(file.records.filter({ $0.offset + $0.length <= st.size }), entries)
+                .allSatisfy({ $0.offset == $1.fromOffset && $0.length == $1.length }) {
+                throw MailError(.corrupt, scope: .folder,
+                                "\(ps.file) is truncated: it has \(st.size) bytes, its index \(ps.index) records \(last.offset + last.length)",
+                                hint: "restore the file from a backup, or delete the index to read what is left", folder: folder)
+            }
             // Rewritten behind our back: ids are void, flags come from the headers.
             for (i, e) in entries.enumerated() {
                 index.messages.append(IndexedMessage(uid: UInt64(i + 1), entry: e, statusBytes: 0, addedLF: false, flags: e.headerFlags))
@@ -407,7 +421,7 @@ public final class MboxStore: MailStore, @unchecked Sendable {
             }
             if try breakStaleLock(lockPath) { continue }
             attempts += 1
-            if attempts > 200 {
+            if Double(attempts) * 0.05 > lockTimeout {
                 throw MailError(.storage, scope: .folder, "\(ps.file) is locked by another program (\(lockPath))",
                                 hint: "wait for it to finish, or remove \(lockPath) if nothing is using the file",
                                 folder: folder)
@@ -629,7 +643,7 @@ public final class MboxStore: MailStore, @unchecked Sendable {
             guard err == EEXIST else { throw Posix.error("lock", lockPath, err, folder: folder) }
             if try breakStaleLock(lockPath) { continue }
             attempts += 1
-            if attempts > 200 {
+            if Double(attempts) * 0.05 > lockTimeout {
                 throw MailError(.storage, scope: .folder, "\(ps.file) is locked by another program (\(lockPath))",
                                 hint: "wait for it to finish, or remove \(lockPath) if nothing is using the file",
                                 folder: folder)
