@@ -346,16 +346,12 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         let numeric = ids.compactMap { Int64($0.rawValue) }
         let deletedNow = withState { Set($0.deletions) }
         let flagOverrides = withState { $0.flagChanges }
-        var found: [LocationRecord] = []
-        for chunk in stride(from: 0, to: numeric.count, by: 500).map({ Array(numeric[$0..<min($0 + 500, numeric.count)]) }) {
-            found += try catalog.locations(folderID: fid, asOfRun: viewRun, ids: chunk).filter { !deletedNow.contains($0.id) }
-        }
+        let found = try catalog.locations(folderID: fid, asOfRun: viewRun, ids: numeric).filter { !deletedNow.contains($0.id) }
         let foundIDs = Set(found.map { MessageID(String($0.id)) })
         let missing = ids.filter { !foundIDs.contains($0) }
         try await streamLocations(found) { loc, body in
-            var info = MessageInfo(id: MessageID(String(loc.id)), size: loc.message.size, flags: flagOverrides[loc.id] ?? loc.flags,
+            let info = MessageInfo(id: MessageID(String(loc.id)), size: loc.message.size, flags: flagOverrides[loc.id] ?? loc.flags,
                                    internalDate: loc.internalDate, dateSource: loc.dateSource, key: loc.message.key)
-            info.id = MessageID(String(loc.id))
             try await handler(info, body)
         }
         return missing
@@ -416,25 +412,30 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : nil
         let locID: Int64 = try withState { s in
             _ = ensureFolder(folder, &s)
-            var messageID = existing
-            if messageID == nil {
-                let mid = s.nextMessage
+            let messageID: Int64
+            if let existing {
+                messageID = existing
+            } else {
+                messageID = s.nextMessage
                 s.nextMessage += 1
-                if s.builder == nil {
-                    s.builder = try VolumeBuilder(directory: volumesDirectory, sequence: s.nextVolume,
-                                                  format: options.format, compression: options.compression)
-                    if case .writingVolume(let n) = faultPoint { s.builder?.writer.failAfterBytes = n }
+                let builder: VolumeBuilder
+                if let b = s.builder {
+                    builder = b
+                } else {
+                    builder = try VolumeBuilder(directory: volumesDirectory, sequence: s.nextVolume,
+                                                format: options.format, compression: options.compression)
+                    if case .writingVolume(let n) = faultPoint { builder.writer.failAfterBytes = n }
+                    s.builder = builder
                 }
                 let letters = assignLetters(request.flags, &s)
-                _ = try s.builder!.add(messageRow: mid, key: key, spool: spool, folder: folder, flags: request.flags,
-                                       date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
-                                       volumeID: s.nextVolume)
-                s.newMessageIDs[KeySize(key: key, size: spool.size)] = mid
-                messageID = mid
+                _ = try builder.add(messageRow: messageID, key: key, spool: spool, folder: folder, flags: request.flags,
+                                    date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
+                                    volumeID: s.nextVolume)
+                s.newMessageIDs[KeySize(key: key, size: spool.size)] = messageID
             }
             let id = s.nextLocation
             s.nextLocation += 1
-            s.newLocations.append(PendingLocation(id: id, messageID: messageID!, folder: folder, flags: request.flags,
+            s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: request.flags,
                                                   initialFlags: request.flags, internalDate: date, dateSource: dateSource,
                                                   sourceID: nil, deleted: false, key: key, size: spool.size))
             s.touched = true

@@ -198,7 +198,13 @@ final class Catalog: @unchecked Sendable {
     /// Locations of one folder (or all folders when `folderID` is nil), as the
     /// set stood after run `asOfRun` (or now).
     func locations(folderID: Int64?, asOfRun: Int64?, ids: [Int64]? = nil) throws -> [LocationRecord] {
-        try wrap("listing messages") {
+        if let ids, ids.count > 500 {
+            // Stay far below SQLite's limit on bound variables.
+            return try stride(from: 0, to: ids.count, by: 500).flatMap {
+                try locations(folderID: folderID, asOfRun: asOfRun, ids: Array(ids[$0..<min($0 + 500, ids.count)]))
+            }
+        }
+        return try wrap("listing messages") {
             try db.read { db in
                 var sql = """
                     SELECT l.*, m.key, m.size, m.volume_id, m.entry_path, m.entry_offset, m.entry_length, m.entry_index,

@@ -218,7 +218,8 @@ extension ArchiveStore {
         // Locations whose message stays: just drop the rows.
         let keepMessageLocations = prunable.filter { doomed[$0.value] == nil }.map(\.key)
         try catalog.removeLocations(keepMessageLocations)
-        let byVolume = Dictionary(grouping: doomed.keys, by: { doomed[$0]! })
+        var byVolume: [Int64: [Int64]] = [:]
+        for (message, volume) in doomed { byVolume[volume, default: []].append(message) }
         for v in volumesBefore where byVolume[v.id] != nil {
             let gone = Set(byVolume[v.id] ?? [])
             let all = try catalog.messagesInVolume(v.id)

@@ -331,7 +331,7 @@ final class VolumeReader {
         var p = path
         if p.hasSuffix("/") { p.removeLast() }
         let comps = p.split(separator: "/", omittingEmptySubsequences: false)
-        let bad = path.hasPrefix("/") || p.isEmpty || path.utf8.contains(0) || path.contains("\\")
+        let bad = path.hasPrefix("/") || p.isEmpty || path.utf8.contains(0)
             || comps.contains { $0 == ".." || $0 == "." || $0.isEmpty }
         if bad {
             throw MailError(.corrupt, scope: .local, "volume \(volume), entry \(path): path escapes the archive, refused")

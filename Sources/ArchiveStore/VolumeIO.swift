@@ -206,7 +206,11 @@ final class VolumeBuilder {
         return (sha, size, records)
     }
 
-    func abandon() { writer.abandon() }
+    /// Drops the volume: the writer and its temporary file.
+    func abandon() {
+        writer.abandon()
+        unlink(tempPath)
+    }
 }
 
 /// One folder's mbox file for the volume being written, spooled to an
@@ -399,10 +403,11 @@ final class MessageStream: @unchecked Sendable {
         if n == 0 { throw corrupt("is cut short") }
         remaining -= Int64(n)
         var out: [UInt8]
-        if unquoter != nil {
+        if var u = unquoter {
             out = []
             out.reserveCapacity(n)
-            buffer.withUnsafeBytes { unquoter!.unquote(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: &out) }
+            buffer.withUnsafeBytes { u.unquote(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: &out) }
+            unquoter = u
         } else {
             out = Array(buffer[0..<n])
         }

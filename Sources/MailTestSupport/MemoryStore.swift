@@ -84,7 +84,7 @@ public final class MemoryServer: @unchecked Sendable {
             folders[.inbox] = Folder(role: nil, uidValidity: firstUIDValidity)
             nextValidity += 1
         case .pop3:
-            self.capabilities = capabilities ?? [.delete]
+            self.capabilities = capabilities ?? [.delete, .persistentIDs]
             folders[.inbox] = Folder(role: nil, uidValidity: 1)
         }
     }

@@ -242,6 +242,15 @@ struct Executor: Sendable {
                                    folderReport: folderReport, copiedThisRun: copiedThisRun)
         }
 
+        if options.propagateDeletions, !copies.isEmpty {
+            // New messages had unknown keys when the plan was made; now that
+            // they are known, the deletions the source saw can be told.
+            let again = try await resolve(pair, s, planOptions: planOptions, destinationMayBeMissing: false)
+            destDeletes = again.actions.flatMap { a -> [MessageID] in
+                if case .deleteDestination(_, let ids) = a { return ids }
+                return []
+            }
+        }
         if !destDeletes.isEmpty {
             let seq = try state.intend(JournalEntry(kind: .delete, side: .destination, destinationFolder: pair.destination,
                                                     ids: destDeletes))

@@ -54,7 +54,7 @@ public struct MigrationJob: Sendable {
                                 effects: EffectCounter(limit: options.stopAfterEffect), report: report,
                                 progress: ProgressTracker(progress))
         do {
-            let plan = try await planFolders(control)
+            let plan = try await withRetry("folder list", sessions: &control) { s in try await planFolders(s) }
             report.with { rep in
                 for s in plan.skipped {
                     logger.info("skipping \(s.folder): \(s.reason)")
@@ -89,9 +89,9 @@ public struct MigrationJob: Sendable {
                                destination: StoreLocation.redact(destinationName ?? control.destination.location.description),
                                started: started, finished: started, folders: [], headerMatches: [])
         do {
-            let plan = try await planFolders(control)
+            let plan = try await withRetry("folder list", sessions: &control) { s in try await planFolders(s) }
             for pair in plan.pairs {
-                let v = try await withRetry(pair, sessions: &control) { s in
+                let v = try await withRetry(pair.source.description, sessions: &control) { s in
                     try await Verifier(executor: executor).verify(pair, s)
                 }
                 out.folders.append(.init(source: pair.source.description, destination: pair.destination.description,
@@ -153,7 +153,7 @@ public struct MigrationJob: Sendable {
 
     /// Runs `body`, and on errors that may pass (dropped connection, throttling)
     /// reopens the sessions and runs it again, with backoff.
-    func withRetry<T: Sendable>(_ pair: FolderPair, sessions: inout Sessions,
+    func withRetry<T: Sendable>(_ what: String, sessions: inout Sessions,
                                 _ body: (Sessions) async throws -> T) async throws -> T {
         var attempt = 1
         while true {
@@ -162,7 +162,7 @@ public struct MigrationJob: Sendable {
                 return try await body(sessions)
             } catch let e as MailError where options.retry.shouldRetry(e, attempt: attempt) {
                 let d = options.retry.delay(after: attempt, error: e, random: Double.random(in: 0..<1))
-                logger.warning("\(pair.source): \(e); retrying in \(String(format: "%.1f", d)) s (attempt \(attempt + 1) of \(options.retry.maxAttempts))")
+                logger.warning("\(what): \(e); retrying in \(String(format: "%.1f", d)) s (attempt \(attempt + 1) of \(options.retry.maxAttempts))")
                 try await options.retry.sleep(d)
                 attempt += 1
                 if e.kind != .throttled || e.scope >= .account {
@@ -223,11 +223,11 @@ public struct MigrationJob: Sendable {
         let fr = Locked(FolderReport(source: pair.source.description, destination: pair.destination.description))
         let copied = Locked(Set<MessageID>())
         do {
-            try await withRetry(pair, sessions: &sessions) { s in
+            try await withRetry(pair.source.description, sessions: &sessions) { s in
                 try await executor.copyPair(pair, s, folderReport: fr, copiedThisRun: copied)
             }
             if !options.dryRun, options.verify || options.deleteSource {
-                let v = try await withRetry(pair, sessions: &sessions) { s in
+                let v = try await withRetry(pair.source.description, sessions: &sessions) { s in
                     try await Verifier(executor: executor).verify(pair, s)
                 }
                 fr.with {
