@@ -4,9 +4,9 @@ import MailModel
 import MailNet
 import MailStore
 
-/// Opens IMAP accounts. (The IMAP store adapter has not landed in this build.)
+/// Opens IMAP accounts: one connection per call.
 enum IMAPStoreOpener {
     static func open(settings: ConnectionSettings, credentials: Credentials, logger: Logger) async throws -> any MailStore {
-        throw MailError(.unsupported, scope: .local, "IMAP stores are not built yet in this version of mailferry")
+        try await IMAPStore.open(settings: settings, credentials: credentials, options: IMAPStoreOptions(), logger: logger)
     }
 }
