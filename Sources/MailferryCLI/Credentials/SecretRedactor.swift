@@ -17,16 +17,17 @@ public final class SecretRedactor: @unchecked Sendable {
 
     public init() {}
 
-    /// Remembers a secret. Secrets shorter than 4 characters are still
-    /// remembered as themselves but not in base64 (too many false matches).
+    /// Remembers a secret. A secret shorter than 4 characters is not
+    /// searched for (it would blank out ordinary words and numbers); the
+    /// structured redaction of logins and SASL exchanges still hides it.
     public func register(_ secret: String) {
         let s = secret.trimmingCharacters(in: .newlines)
-        guard !s.isEmpty else { return }
+        guard s.count >= 4 else { return }
         var forms = [s]
         let bytes = Array(s.utf8)
         if bytes.count >= 4 {
             for offset in 0..<3 {
-                forms.append(contentsOf: SecretRedactor.base64Cores(of: bytes, offset: offset))
+                forms.append(contentsOf: SecretRedactor.base64Cores(of: bytes, offset: offset).filter { $0.count >= 8 })
             }
             // Percent-encoded form (form bodies, URLs).
             if let pe = s.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")), pe != s { forms.append(pe) }
