@@ -128,8 +128,15 @@ let package = Package(
                 "MailModel", "MailStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swift6),
+        // Starts/stops a detached Dovecot fixture for `make demo` and `make bench`.
+        .executableTarget(
+            name: "mailferry-fixture",
+            dependencies: ["MailTestSupport", "MailModel"],
             swiftSettings: swift6),
 
         .testTarget(name: "MailModelTests", dependencies: ["MailModel", "MailTestSupport"], swiftSettings: swift6),

@@ -68,6 +68,7 @@ public enum MailTLS {
         let promise = channel.eventLoop.makePromise(of: Void.self)
         let host = settings.host
         let added: EventLoopFuture<Void> = channel.eventLoop.submit {
+            guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
             let handler = try makeClientHandler(context: sslContext, host: host)
             let waiter = HandshakeWaiter(promise: promise)
             let sync = channel.pipeline.syncOperations
@@ -113,12 +114,6 @@ final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
 
     init(promise: EventLoopPromise<Void>) {
         self.promise = promise
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if !context.channel.isActive {
-            finish(context: context, .failure(ChannelError.ioOnClosedChannel))
-        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
