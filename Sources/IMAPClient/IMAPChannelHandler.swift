@@ -245,9 +245,8 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
         guard waiting else { return }
         let timeout = responseTimeout
         let host = self.host
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let handler = self
         deadlineTask = context.eventLoop.scheduleTask(in: timeout.timeAmount) {
-            let handler = loopBound.value
             guard let ctx = handler.context else { return }
             // A caller that is slow to consume is not the server's fault.
             if handler.readPaused || handler.discardUntilTLS { return }

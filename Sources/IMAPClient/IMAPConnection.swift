@@ -106,7 +106,7 @@ public final class IMAPConnection: Sendable {
     public let settings: ConnectionSettings
     public let options: IMAPClientOptions
     let channel: Channel
-    let handler: NIOLoopBound<IMAPChannelHandler>
+    let handler: LoopBound
     let snapshot: NIOLockedValueBox<SessionSnapshot>
     let logger: Logger
     private let ids = ManagedAtomicCounter()
@@ -115,7 +115,7 @@ public final class IMAPConnection: Sendable {
         self.settings = settings
         self.options = options
         self.channel = channel
-        self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+        self.handler = LoopBound(value: handler)
         self.snapshot = handler.snapshot
         self.logger = logger
     }
@@ -372,4 +372,10 @@ public struct IdleSession: Sendable {
 final class ManagedAtomicCounter: Sendable {
     private let value = NIOLockedValueBox<UInt64>(0)
     func next() -> UInt64 { value.withLockedValue { $0 += 1; return $0 } }
+}
+
+/// The channel handler, touched only on its event loop (every use is inside
+/// `eventLoop.execute`/`submit`).
+struct LoopBound: Sendable {
+    let value: IMAPChannelHandler
 }
