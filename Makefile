@@ -8,7 +8,7 @@ SWIFT_BUILD_FLAGS ?=
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := libarchive-dev pkg-config dovecot-imapd dovecot-pop3d openssl zstd xz-utils python3 ca-certificates
 
-.PHONY: all deps build release test demo bench install uninstall clean fuzz fuzz-imap fuzz-pop3 man completions
+.PHONY: all deps build release test demo bench bench-deps bench-run install uninstall clean fuzz fuzz-imap fuzz-pop3 man completions
 
 all: build
 
@@ -40,8 +40,31 @@ test: deps
 demo: release
 	@bash scripts/demo.sh
 
-bench: release
-	@bash scripts/bench.sh
+# make bench: mailferry beside mbsync, mpop and `doveadm backup` on every path (issue 8).
+#   BENCH_MESSAGES=500 make bench    quick;   BENCH_RTT_MS=20 make bench    with 20 ms RTT
+# bench-run measures whatever release build is there, without building.
+BENCH_APT_PACKAGES := isync mpop time
+
+bench: release bench-deps
+	@BENCH_BIN_DIR="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_BUILD_FLAGS))" bash scripts/bench.sh
+
+bench-run:
+	@BENCH_BIN_DIR="$$($(SWIFT) build -c release --show-bin-path $(SWIFT_BUILD_FLAGS))" bash scripts/bench.sh
+
+# The peers (mbsync from isync, mpop) and GNU time. Without root or sudo, the bench
+# still runs and says which peers it skipped.
+bench-deps:
+	@missing=""; \
+	for p in $(BENCH_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "make bench-deps: installing$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || echo "make bench-deps: could not install$$missing; those peers are skipped" >&2; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || echo "make bench-deps: could not install$$missing; those peers are skipped" >&2; \
+	else \
+	  echo "make bench-deps: not root and no sudo; missing$$missing (those peers are skipped)" >&2; \
+	fi
 
 install: release man completions
 	install -d $(DESTDIR)$(PREFIX)/bin

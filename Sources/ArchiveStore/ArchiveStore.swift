@@ -19,14 +19,21 @@ public struct ArchiveOptions: Sendable, Hashable {
     public var readOnly: Bool
     /// Where the messages come from, recorded with the run (a store URL, never a password).
     public var source: String?
+    /// A volume that grows past this many (compressed) bytes is sealed and
+    /// committed with what the run has done so far, and the run goes on in a
+    /// new volume: a huge first backup that dies keeps what it had stored,
+    /// and the run's bookkeeping stays small.
+    public var volumeSizeLimit: Int64
 
     public init(format: ArchiveFormat = .maildir, compression: ArchiveCompression = .zstd,
-                asOf: InternalDate? = nil, readOnly: Bool = false, source: String? = nil) {
+                asOf: InternalDate? = nil, readOnly: Bool = false, source: String? = nil,
+                volumeSizeLimit: Int64 = 1 << 30) {
         self.format = format
         self.compression = compression
         self.asOf = asOf
         self.readOnly = readOnly
         self.source = source
+        self.volumeSizeLimit = max(volumeSizeLimit, 1)
     }
 }
 
@@ -42,9 +49,18 @@ public struct ArchiveOptions: Sendable, Hashable {
 ///   the message stays in the archive, marked, until `prune`.
 /// - `close()` seals the volume (temporary name, fsync, rename) and records
 ///   everything in one catalog transaction. **Appends are durable only once
-///   `close()` has returned**: the `PendingAppend`s resolve at append time with
-///   the catalog id the location will have; if `close()` fails or the process
-///   dies first, none of the run is in the archive and a re-run stores it again.
+///   `close()` has returned** (or a checkpoint, below): the `PendingAppend`s
+///   resolve at append time with the catalog id the location will have; if
+///   `close()` fails or the process dies first, what was pending is not in the
+///   archive and a re-run stores it again. Its ids are never handed out again
+///   (they are `RUN << 32 | n`, and the run number is taken durably at open).
+/// - A long run commits on the way, whenever its volume reaches
+///   `volumeSizeLimit` or it holds 50,000 new locations: each checkpoint is
+///   atomic like `close()`, and what it committed stays if the run dies later.
+///
+/// Opening the same archive for writing again in one process (as parallel
+/// transfer workers do) returns the same store: its methods may be called
+/// from several tasks, and the run is sealed by the last `close()`.
 ///
 /// As a source, message ids are catalog location ids; `listMessages` gives keys,
 /// latest flags (or those as of `asOf`) and INTERNALDATEs. `fetchMessages`
@@ -69,6 +85,10 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     var state: SessionState
     private var isClosed = false
 
+    /// A run also commits what it has after this many new locations, so that
+    /// its bookkeeping in memory stays small however many messages it stores.
+    static let checkpointEvery = 50_000
+
     /// Test hooks: fail at a point of `close()`.
     enum FaultPoint: Sendable { case writingVolume(afterBytes: Int64), beforeRename, afterRename, duringCommit }
     var faultPoint: FaultPoint?
@@ -80,7 +100,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         var nextLocation: Int64
         var nextFolder: Int64
         var nextVolume: Int64
+        /// The volume being written, and volumes of this run already sealed
+        /// (complete and fsynced under their temporary names; a read of a
+        /// message appended in this session seals the current one).
         var builder: VolumeBuilder?
+        var sealed: [SealedVolume] = []
+        /// Set when sealing failed: the run can no longer be committed.
+        var broken: MailError?
+        var newMessageHeaders: [Int64: HeaderSummary] = [:]
         var newMessageIDs: [KeySize: Int64] = [:]
         var folderIDs: [FolderPath: Int64] = [:]
         var newFolders: [(id: Int64, path: FolderPath)] = []
@@ -94,6 +121,12 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     }
 
     struct KeySize: Hashable { var key: MessageKey; var size: Int64 }
+
+    struct SealedVolume {
+        var builder: VolumeBuilder
+        var record: VolumeRecord
+        var messages: [MessageRecord]
+    }
 
     private init(path: String, options: ArchiveOptions, catalog: Catalog, logger: Logger, lockFD: Int32,
                  viewRun: Int64?, recordsEmptyRun: Bool) throws {
@@ -112,9 +145,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             ? [.folders, .createFolders, .append, .flags, .keywords, .internalDate, .delete, .setFlags,
                .persistentIDs, .appendReturnsID]
             : [.folders, .flags, .keywords, .internalDate, .persistentIDs]
-        state = SessionState(runID: try catalog.counter("next_run"), startedAt: Int64(Date().timeIntervalSince1970),
+        // A writable session takes its run number durably up front, and its
+        // message ids are RUN << 32 | n: ids handed out by a run that died
+        // before committing are never handed out again, so an id a transfer
+        // state remembers can never come to name another message.
+        let runID = writable ? try catalog.reserveRun() : try catalog.counter("next_run")
+        state = SessionState(runID: runID, startedAt: Int64(Date().timeIntervalSince1970),
                              nextMessage: try catalog.counter("next_message"),
-                             nextLocation: try catalog.counter("next_location"),
+                             nextLocation: (runID << 32) | 1,
                              nextFolder: try catalog.counter("next_folder"),
                              nextVolume: try catalog.counter("next_volume"))
         for f in try catalog.folders() { state.folderIDs[f.path] = f.id }
@@ -123,6 +161,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
 
     deinit {
         state.builder?.abandon()
+        for v in state.sealed { v.builder.abandon() }
         if lockFD >= 0 { Foundation.close(lockFD) }
     }
 
@@ -136,6 +175,54 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     /// crash, or the old file of an interrupted prune).
     public static func open(path: String, options: ArchiveOptions = ArchiveOptions(), create: Bool,
                             logger: Logger) throws -> ArchiveStore {
+        let writable = !options.readOnly && options.asOf == nil
+        guard writable else { return try openUnshared(path: path, options: options, create: create, logger: logger) }
+        // Writers in one process share one run (the transfer engine opens a
+        // session per parallel worker); the last close() commits it.
+        registryLock.lock()
+        defer { registryLock.unlock() }
+        let key = canonical(path)
+        if let entry = openWriters[key] {
+            guard entry.store.options.format == options.format, entry.store.options.compression == options.compression else {
+                throw MailError(.usage, scope: .local, "archive:\(path) is already open in this process with other options")
+            }
+            openWriters[key] = (entry.store, entry.count + 1)
+            return entry.store
+        }
+        let store = try openUnshared(path: path, options: options, create: create, logger: logger)
+        openWriters[key] = (store, 1)
+        return store
+    }
+
+    private static let registryLock = NSLock()
+    nonisolated(unsafe) private static var openWriters: [String: (store: ArchiveStore, count: Int)] = [:]
+
+    private static func canonical(_ path: String) -> String {
+        var p = URL(fileURLWithPath: path).standardizedFileURL.path
+        if let r = realpath(p, nil) {
+            p = String(cString: r)
+            free(r)
+        }
+        return p
+    }
+
+    /// Drops this handle; true when it was the last one and the run is to be sealed.
+    private func releaseShared() -> Bool {
+        guard isWritable else { return true }
+        Self.registryLock.lock()
+        defer { Self.registryLock.unlock() }
+        let key = Self.canonical(path)
+        guard let entry = Self.openWriters[key], entry.store === self else { return true }
+        if entry.count > 1 {
+            Self.openWriters[key] = (self, entry.count - 1)
+            return false
+        }
+        Self.openWriters[key] = nil
+        return true
+    }
+
+    private static func openUnshared(path: String, options: ArchiveOptions, create: Bool,
+                                     logger: Logger) throws -> ArchiveStore {
         let fm = FileManager.default
         let catalogPath = path + "/catalog.sqlite"
         let exists = fm.fileExists(atPath: catalogPath)
@@ -328,12 +415,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             for l in try catalog.locations(folderID: fid, asOfRun: viewRun) where !pendingChanges.1.contains(l.id) {
                 infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.message.size,
                                          flags: pendingChanges.0[l.id] ?? l.flags, internalDate: l.internalDate,
-                                         dateSource: l.dateSource, key: l.message.key))
+                                         dateSource: l.dateSource, key: l.message.key,
+                                         headers: options.includeHeaders ? (l.headers ?? HeaderSummary()) : nil))
             }
         }
         for l in pendingChanges.2 {
             infos.append(MessageInfo(id: MessageID(String(l.id)), size: l.size, flags: l.flags, internalDate: l.internalDate,
-                                     dateSource: l.dateSource, key: l.key))
+                                     dateSource: l.dateSource, key: l.key,
+                                     headers: options.includeHeaders ? try pendingHeaders(l.messageID) : nil))
         }
         let next = withState { $0.nextLocation }
         return FolderListing(folder: folder, validity: FolderValidity(uidValidity: uidValidity, uidNext: UInt64(next)),
@@ -346,7 +435,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         let numeric = ids.compactMap { Int64($0.rawValue) }
         let deletedNow = withState { Set($0.deletions) }
         let flagOverrides = withState { $0.flagChanges }
-        let found = try catalog.locations(folderID: fid, asOfRun: viewRun, ids: numeric).filter { !deletedNow.contains($0.id) }
+        var found = try catalog.locations(folderID: fid, asOfRun: viewRun, ids: numeric).filter { !deletedNow.contains($0.id) }
+        found += try pendingLocations(Set(numeric), in: folder)
         let foundIDs = Set(found.map { MessageID(String($0.id)) })
         let missing = ids.filter { !foundIDs.contains($0) }
         try await streamLocations(found) { loc, body in
@@ -357,11 +447,69 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         return missing
     }
 
+    private func pendingHeaders(_ messageID: Int64) throws -> HeaderSummary {
+        if let h = withState({ $0.newMessageHeaders[messageID] }) { return h }
+        return try catalog.message(id: messageID)?.1 ?? HeaderSummary()
+    }
+
+    /// Locations appended in this session, readable once their volume is
+    /// sealed: the current volume is sealed here if it holds one of them.
+    private func pendingLocations(_ ids: Set<Int64>, in folder: FolderPath) throws -> [LocationRecord] {
+        guard viewRun == nil else { return [] }
+        let wanted = withState { s in s.newLocations.filter { ids.contains($0.id) && $0.folder == folder && !$0.deleted } }
+        guard !wanted.isEmpty else { return [] }
+        return try withState { s in
+            if let b = s.builder, wanted.contains(where: { w in b.records.contains { $0.id == w.messageID } }) {
+                try sealCurrent(&s)
+            }
+            var out: [LocationRecord] = []
+            for w in wanted {
+                let fid = s.folderIDs[w.folder] ?? 0
+                let message: MessageRecord
+                var volumeName: String
+                if let v = s.sealed.first(where: { v in v.messages.contains { $0.id == w.messageID } }),
+                   let m = v.messages.first(where: { $0.id == w.messageID }) {
+                    message = m
+                    volumeName = v.record.name
+                } else if let (m, _) = try catalog.message(id: w.messageID) {
+                    message = m
+                    volumeName = ""
+                } else {
+                    continue
+                }
+                if volumeName.isEmpty { volumeName = String(message.volumeID) }
+                out.append(LocationRecord(id: w.id, folderID: fid, folder: w.folder, flags: w.flags, internalDate: w.internalDate,
+                                          dateSource: w.dateSource, firstRun: s.runID, message: message,
+                                          volumeName: volumeName, headers: s.newMessageHeaders[w.messageID]))
+            }
+            return out
+        }
+    }
+
+    /// Seals the volume being written (finish + fsync under its temporary name).
+    private func sealCurrent(_ s: inout SessionState) throws {
+        guard let b = s.builder else { return }
+        s.builder = nil
+        do {
+            let (sha, size, records) = try b.finish(keywordLetters: lettersMap(s))
+            let record = VolumeRecord(id: b.volumeID, name: b.name, runID: s.runID, format: b.format, compression: b.compression,
+                                      fileSize: size, sha256: sha, messageCount: records.count,
+                                      createdAt: Int64(Date().timeIntervalSince1970), replaces: nil)
+            s.sealed.append(SealedVolume(builder: b, record: record, messages: records))
+        } catch let e as MailError {
+            b.abandon()
+            s.broken = e
+            throw e
+        }
+    }
+
     /// Streams the messages of the given locations, opening each volume once
     /// (a message wanted twice in one call costs a second pass).
     func streamLocations(_ locations: [LocationRecord],
                          _ body: (LocationRecord, MessageBody) async throws -> Void) async throws {
-        let volumes = Dictionary(uniqueKeysWithValues: try catalog.volumes().map { ($0.id, $0) })
+        var volumes: [Int64: (record: VolumeRecord, path: String)] = [:]
+        for v in try catalog.volumes() { volumes[v.id] = (v, volumesDirectory + "/" + v.name) }
+        for v in withState({ $0.sealed }) { volumes[v.record.id] = (v.record, v.builder.tempPath) }
         var left = locations
         while !left.isEmpty {
             var thisPass: [Int64: LocationRecord] = [:]
@@ -371,10 +519,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             }
             let byVolume = Dictionary(grouping: thisPass.values, by: { $0.message.volumeID })
             for vid in byVolume.keys.sorted() {
-                guard let v = volumes[vid], let locs = byVolume[vid] else { continue }
+                guard let locs = byVolume[vid] else { continue }
+                guard let (v, vpath) = volumes[vid] else {
+                    throw MailError(.corrupt, scope: .local, "the catalog names volume \(vid), which it does not list")
+                }
                 var byMessage = Dictionary(uniqueKeysWithValues: locs.map { ($0.messageID, $0) })
-                let reader = try VolumeMessageReader(path: volumesDirectory + "/" + v.name, volumeName: v.name,
+                let reader = try VolumeMessageReader(path: vpath, volumeName: v.name,
                                                      format: v.format, wanted: locs.map(\.message))
+                reader.stopWhenDone = true
                 while let (record, stream) = try reader.next() {
                     guard let loc = byMessage.removeValue(forKey: record.id) else { continue }
                     try await body(loc, stream.body)
@@ -401,17 +553,22 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             throw e
         }
         let key = spool.key
+        let keptFlags = Flags(request.flags.filter { $0.isSystem || $0.isValidKeyword })
+        let dropped = request.flags.keywords.filter { !$0.isValidKeyword }
         if let given = request.key, given != key {
             throw MailError(.refused, scope: .message,
                             "message bytes do not match the key \(given.short) they were sent with (got \(key.short)); not archived",
                             folder: folder)
         }
-        let existing = try withState({ s in s.newMessageIDs[KeySize(key: key, size: spool.size)] })
-            ?? catalog.message(key: key, size: spool.size)
         let date = request.internalDate ?? InternalDate.now()
-        let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : nil
+        let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : request.dateSource
         let locID: Int64 = try withState { s in
+            if let broken = s.broken { throw broken }
+            guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
             _ = ensureFolder(folder, &s)
+            // Looked up under the lock: parallel appenders share this run.
+            let existing = try s.newMessageIDs[KeySize(key: key, size: spool.size)]
+                ?? catalog.message(key: key, size: spool.size)
             let messageID: Int64
             if let existing {
                 messageID = existing
@@ -424,24 +581,36 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 } else {
                     builder = try VolumeBuilder(directory: volumesDirectory, sequence: s.nextVolume,
                                                 format: options.format, compression: options.compression)
+                    s.nextVolume += 1
                     if case .writingVolume(let n) = faultPoint { builder.writer.failAfterBytes = n }
                     s.builder = builder
                 }
-                let letters = assignLetters(request.flags, &s)
-                _ = try builder.add(messageRow: messageID, key: key, spool: spool, folder: folder, flags: request.flags,
+                let letters = assignLetters(keptFlags, &s)
+                _ = try builder.add(messageRow: messageID, key: key, spool: spool, folder: folder, flags: keptFlags,
                                     date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
-                                    volumeID: s.nextVolume)
+                                    volumeID: builder.volumeID)
                 s.newMessageIDs[KeySize(key: key, size: spool.size)] = messageID
+                s.newMessageHeaders[messageID] = spool.headers
             }
             let id = s.nextLocation
             s.nextLocation += 1
-            s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: request.flags,
-                                                  initialFlags: request.flags, internalDate: date, dateSource: dateSource,
-                                                  sourceID: nil, deleted: false, key: key, size: spool.size))
+            s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: keptFlags,
+                                                  initialFlags: keptFlags, internalDate: date, dateSource: dateSource,
+                                                  sourceID: request.sourceID, deleted: false, key: key, size: spool.size))
             s.touched = true
+            let volumeFull = (s.builder?.writer.bytesWritten ?? 0) >= options.volumeSizeLimit
+            if volumeFull || s.newLocations.count >= Self.checkpointEvery {
+                do {
+                    try commitPending(&s, final: false)
+                } catch let e as MailError {
+                    s.broken = e
+                    throw e
+                }
+            }
             return id
         }
-        return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size))
+        return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size,
+                                  droppedFlags: dropped))
     }
 
     /// Keyword → Maildir letter (`a`…`z`), fixed archive-wide on first use.
@@ -460,13 +629,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     private func lettersMap(_ s: SessionState) -> [String: Character] {
         var out: [String: Character] = [:]
         for (k, l) in s.keywordLetters {
-            out[k.lowercased()] = Character(UnicodeScalar(UInt8(97 + l)))
+            out[k] = Character(UnicodeScalar(UInt8(97 + l)))
         }
         return out
     }
 
     public func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
         try requireWritable("change flags")
+        let flags = Flags(flags.filter { $0.isSystem || $0.isValidKeyword })
         let fid = try folderID(folder)
         let numeric = Set(ids.compactMap { Int64($0.rawValue) })
         let stored = try catalog.locations(folderID: fid, asOfRun: nil, ids: Array(numeric))
@@ -516,6 +686,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     /// Seals this run: the volume (if any message was new) and the catalog,
     /// in one step. Then releases the lock.
     public func close() async throws {
+        guard releaseShared() else { return }
         try closeSync()
     }
 
@@ -527,50 +698,74 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         defer {
             if lockFD >= 0 { Foundation.close(lockFD); lockFD = -1 }
         }
-        guard isWritable, state.touched || recordsEmptyRun else { return }
-        var s = state
-        state.builder = nil
-        var volume: VolumeRecord?
-        var messages: [MessageRecord] = []
-        var renamedTo: String?
+        guard isWritable else { return }
+        if let broken = state.broken {
+            state.builder?.abandon()
+            for v in state.sealed { v.builder.abandon() }
+            state.builder = nil
+            state.sealed = []
+            throw MailError(.storage, scope: .local, "\(location): this run could not be recorded: \(broken.message)")
+        }
+        guard state.touched || recordsEmptyRun else { return }
+        try commitPending(&state, final: true)
+    }
+
+    /// Seals the volume being written, renames this run's sealed volumes into
+    /// place and records everything pending in one catalog transaction. On
+    /// failure, the volumes are removed again and the catalog is untouched.
+    /// Called by `close()`, and mid-run when a volume reaches its size limit.
+    private func commitPending(_ state: inout SessionState, final: Bool) throws {
+        var renamed: [String] = []
         do {
-            if let b = s.builder {
-                let (sha, size, records) = try b.finish(keywordLetters: lettersMap(s))
-                if case .beforeRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure before rename") }
-                guard rename(b.tempPath, b.finalPath) == 0 else {
-                    throw MailError(.storage, scope: .local, "cannot rename \(b.tempPath): \(String(cString: strerror(errno)))")
-                }
-                renamedTo = b.finalPath
-                fsyncDirectory(volumesDirectory)
-                if case .afterRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure after rename") }
-                messages = records
-                volume = VolumeRecord(id: s.nextVolume, name: b.name, runID: s.runID, format: b.format,
-                                      compression: b.compression, fileSize: size, sha256: sha,
-                                      messageCount: records.count, createdAt: Int64(Date().timeIntervalSince1970),
-                                      replaces: nil)
-                s.nextVolume += 1
+            try sealCurrent(&state)
+            let s = state
+            if final, !s.sealed.isEmpty, case .beforeRename = faultPoint {
+                throw MailError(.storage, scope: .local, "injected failure before rename")
             }
-            if case .duringCommit = faultPoint { throw MailError(.storage, scope: .local, "injected failure during commit") }
+            for v in s.sealed {
+                guard rename(v.builder.tempPath, v.builder.finalPath) == 0 else {
+                    throw MailError(.storage, scope: .local, "cannot rename \(v.builder.tempPath): \(String(cString: strerror(errno)))")
+                }
+                renamed.append(v.builder.finalPath)
+            }
+            if !renamed.isEmpty {
+                fsyncDirectory(volumesDirectory)
+                if final, case .afterRename = faultPoint { throw MailError(.storage, scope: .local, "injected failure after rename") }
+            }
+            if final, case .duringCommit = faultPoint { throw MailError(.storage, scope: .local, "injected failure during commit") }
+            let messages = s.sealed.flatMap(\.messages)
             let commit = RunCommit(
                 runID: s.runID, startedAt: s.startedAt, finishedAt: Int64(Date().timeIntervalSince1970),
-                source: options.source, volume: volume, newMessages: messages, newFolders: s.newFolders,
+                source: options.source, volumes: s.sealed.map(\.record), newMessages: messages,
+                newMessageHeaders: s.newMessageHeaders, newFolders: s.newFolders,
                 folderIDs: s.folderIDs, newLocations: s.newLocations,
                 flagChanges: s.flagChangeOrder.compactMap { id in s.flagChanges[id].map { (id, $0) } },
                 deletions: s.deletions, newKeywords: s.newKeywords,
-                counters: ["next_run": s.runID + 1, "next_message": s.nextMessage, "next_location": s.nextLocation,
+                counters: ["next_message": s.nextMessage,
                            "next_folder": s.nextFolder, "next_volume": s.nextVolume])
             try catalog.commit(commit)
-            logger.info("archive run recorded", metadata: [
-                "run": "\(s.runID)", "volume": "\(volume?.name ?? "none")", "new_messages": "\(messages.count)",
+            logger.info(final ? "archive run recorded" : "archive run checkpointed", metadata: [
+                "run": "\(s.runID)", "volumes": "\(s.sealed.map(\.record.name))", "new_messages": "\(messages.count)",
                 "locations": "\(s.newLocations.count)", "flag_changes": "\(s.flagChanges.count)",
                 "deletions": "\(s.deletions.count)",
             ])
+            // What is committed is read from the catalog from now on.
+            state.sealed = []
+            state.newFolders = []
+            state.newLocations = []
+            state.flagChanges = [:]
+            state.flagChangeOrder = []
+            state.deletions = []
+            state.newKeywords = []
+            state.newMessageHeaders = [:]
+            state.newMessageIDs = [:]
         } catch {
-            s.builder?.abandon()
-            if let renamedTo {
-                unlink(renamedTo)
-                fsyncDirectory(volumesDirectory)
-            }
+            state.builder?.abandon()
+            for v in state.sealed { v.builder.abandon() }
+            state.builder = nil
+            state.sealed = []
+            for r in renamed { unlink(r) }
+            if !renamed.isEmpty { fsyncDirectory(volumesDirectory) }
             throw error
         }
     }

@@ -36,6 +36,10 @@ final class Catalog: @unchecked Sendable {
         }
         do {
             db = try DatabaseQueue(path: path, configuration: config)
+            if try db.read({ try Self.migrator.hasBeenSuperseded($0) }) {
+                throw MailError(.usage, scope: .local, "catalog \(path) was written by a newer mailferry",
+                                hint: "use that version, or a newer one, to read this archive")
+            }
             try Self.migrator.migrate(db)
             try db.write { db in
                 for name in ["next_run", "next_volume", "next_message", "next_location", "next_folder"] {
@@ -48,8 +52,10 @@ final class Catalog: @unchecked Sendable {
             }
         } catch let e as MailError {
             throw e
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB || e.resultCode == .SQLITE_CORRUPT {
+            throw MailError(.corrupt, scope: .local, "catalog \(path) is damaged: \(e.message ?? "\(e.resultCode)")")
         } catch {
-            throw MailError(.corrupt, scope: .local, "catalog \(path) cannot be opened: \(error)")
+            throw MailError(.storage, scope: .local, "catalog \(path) cannot be opened: \(error)")
         }
     }
 
@@ -94,6 +100,7 @@ final class Catalog: @unchecked Sendable {
                     entry_length INTEGER NOT NULL,
                     entry_index INTEGER NOT NULL,
                     first_run INTEGER NOT NULL,
+                    headers TEXT,
                     UNIQUE(key, size));
                 CREATE INDEX messages_volume ON messages(volume_id);
                 CREATE TABLE locations(
@@ -142,6 +149,17 @@ final class Catalog: @unchecked Sendable {
 
     func counter(_ name: String) throws -> Int64 { Int64(try meta(name) ?? "1") ?? 1 }
 
+    /// Takes the next run number for good (committed at once).
+    func reserveRun() throws -> Int64 {
+        try wrap("reserving a run number") {
+            try db.write { db in
+                let run = Int64(try String.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'next_run'") ?? "1") ?? 1
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'next_run'", arguments: [String(run + 1)])
+                return run
+            }
+        }
+    }
+
     func volumes() throws -> [VolumeRecord] {
         try wrap("listing volumes") {
             try db.read { db in
@@ -187,10 +205,12 @@ final class Catalog: @unchecked Sendable {
         }
     }
 
-    func hasKey(_ key: MessageKey) throws -> Bool {
-        try wrap("looking up a key") {
+    func message(id: Int64) throws -> (MessageRecord, HeaderSummary?)? {
+        try wrap("looking up a message") {
             try db.read { db in
-                try Int64.fetchOne(db, sql: "SELECT id FROM messages WHERE key = ? LIMIT 1", arguments: [key.hex]) != nil
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM messages WHERE id = ?", arguments: [id]),
+                      let m = MessageRecord(row: row) else { return nil }
+                return (m, Catalog.decodeHeaders(row["headers"]))
             }
         }
     }
@@ -207,7 +227,7 @@ final class Catalog: @unchecked Sendable {
         return try wrap("listing messages") {
             try db.read { db in
                 var sql = """
-                    SELECT l.*, m.key, m.size, m.volume_id, m.entry_path, m.entry_offset, m.entry_length, m.entry_index,
+                    SELECT l.*, m.key, m.size, m.volume_id, m.entry_path, m.entry_offset, m.entry_length, m.entry_index, m.headers,
                            v.name AS volume_name, f.path AS folder_path
                     FROM locations l JOIN messages m ON m.id = l.message_id
                     JOIN volumes v ON v.id = m.volume_id JOIN folders f ON f.id = l.folder_id
@@ -227,14 +247,24 @@ final class Catalog: @unchecked Sendable {
                 }
                 sql += " ORDER BY l.id"
                 var out = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).compactMap(LocationRecord.init(row:))
-                if let asOfRun {
-                    // Flags as they stood after that run.
+                if let asOfRun, !out.isEmpty {
+                    // Flags as they stood after that run: the last change up to it, else the first-seen flags.
+                    var latest: [Int64: String] = [:]
+                    var changeSQL = """
+                        SELECT fc.location_id AS l, fc.flags AS f FROM flag_changes fc
+                        WHERE fc.run_id <= ? AND fc.id = (SELECT id FROM flag_changes x WHERE x.location_id = fc.location_id
+                                                          AND x.run_id <= ? ORDER BY x.run_id DESC, x.id DESC LIMIT 1)
+                        """
+                    var changeArgs: [DatabaseValueConvertible?] = [asOfRun, asOfRun]
+                    if let folderID {
+                        changeSQL += " AND fc.location_id IN (SELECT id FROM locations WHERE folder_id = ?)"
+                        changeArgs.append(folderID)
+                    }
+                    for row in try Row.fetchAll(db, sql: changeSQL, arguments: StatementArguments(changeArgs)) {
+                        latest[row["l"]] = row["f"]
+                    }
                     for i in out.indices {
-                        let f = try String.fetchOne(db, sql: """
-                            SELECT flags FROM flag_changes WHERE location_id = ? AND run_id <= ?
-                            ORDER BY run_id DESC, id DESC LIMIT 1
-                            """, arguments: [out[i].id, asOfRun])
-                        out[i].flags = f.flatMap(Catalog.decodeFlags) ?? out[i].initialFlags
+                        out[i].flags = latest[out[i].id].flatMap(Catalog.decodeFlags) ?? out[i].initialFlags
                     }
                 }
                 return out
@@ -260,6 +290,16 @@ final class Catalog: @unchecked Sendable {
     static func decodeFolder(_ s: String) -> FolderPath? {
         guard let c = try? JSONDecoder().decode([String].self, from: Data(s.utf8)) else { return nil }
         return FolderPath(components: c)
+    }
+
+    static func encodeHeaders(_ h: HeaderSummary?) -> String? {
+        guard let h else { return nil }
+        return try? String(decoding: JSONEncoder().encode(h), as: UTF8.self)
+    }
+
+    static func decodeHeaders(_ s: String?) -> HeaderSummary? {
+        guard let s else { return nil }
+        return try? JSONDecoder().decode(HeaderSummary.self, from: Data(s.utf8))
     }
 
     static func encodeFlags(_ f: Flags) -> String {
@@ -361,6 +401,15 @@ struct LocationRecord: Sendable, Hashable {
     var deletedRun: Int64?
     var message: MessageRecord
     var volumeName: String
+    var headers: HeaderSummary?
+
+    init(id: Int64, folderID: Int64, folder: FolderPath, flags: Flags, internalDate: InternalDate?, dateSource: DateSource?,
+         firstRun: Int64, message: MessageRecord, volumeName: String, headers: HeaderSummary?) {
+        self.id = id; self.messageID = message.id; self.folderID = folderID; self.folder = folder; self.flags = flags
+        self.initialFlags = flags; self.internalDate = internalDate; self.dateSource = dateSource; self.sourceID = nil
+        self.firstRun = firstRun; self.deletedRun = nil; self.message = message; self.volumeName = volumeName
+        self.headers = headers
+    }
 
     init?(row: Row) {
         guard let folder = Catalog.decodeFolder(row["folder_path"]), let key = MessageKey(hex: row["key"]) else { return nil }
@@ -376,5 +425,6 @@ struct LocationRecord: Sendable, Hashable {
                                 entryPath: row["entry_path"], entryOffset: row["entry_offset"],
                                 entryLength: row["entry_length"], entryIndex: row["entry_index"], firstRun: 0)
         volumeName = row["volume_name"]
+        headers = Catalog.decodeHeaders(row["headers"])
     }
 }

@@ -23,8 +23,9 @@ struct RunCommit {
     var startedAt: Int64
     var finishedAt: Int64
     var source: String?
-    var volume: VolumeRecord?
+    var volumes: [VolumeRecord]
     var newMessages: [MessageRecord]
+    var newMessageHeaders: [Int64: HeaderSummary]
     var newFolders: [(id: Int64, path: FolderPath)]
     var folderIDs: [FolderPath: Int64]
     var newLocations: [PendingLocation]
@@ -41,7 +42,7 @@ extension Catalog {
                 for (name, value) in c.counters {
                     try db.execute(sql: "UPDATE meta SET value = ? WHERE name = ?", arguments: [String(value), name])
                 }
-                if let v = c.volume {
+                for v in c.volumes {
                     try db.execute(sql: """
                         INSERT INTO volumes(id, name, run_id, format, compression, file_size, sha256, message_count, created_at, replaces)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -57,10 +58,10 @@ extension Catalog {
                 }
                 for m in c.newMessages {
                     try db.execute(sql: """
-                        INSERT INTO messages(id, key, size, volume_id, entry_path, entry_offset, entry_length, entry_index, first_run)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO messages(id, key, size, volume_id, entry_path, entry_offset, entry_length, entry_index, first_run, headers)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """, arguments: [m.id, m.key.hex, m.size, m.volumeID, m.entryPath, m.entryOffset, m.entryLength,
-                                         m.entryIndex, m.firstRun])
+                                         m.entryIndex, m.firstRun, Catalog.encodeHeaders(c.newMessageHeaders[m.id])])
                 }
                 for l in c.newLocations {
                     guard let folderID = c.folderIDs[l.folder] else {
@@ -96,7 +97,15 @@ extension Catalog {
                     INSERT INTO runs(id, started_at, finished_at, source, volume_id, messages_added, bytes_added,
                                      locations_added, flag_changes, deletions)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [c.runID, c.startedAt, c.finishedAt, c.source, c.volume?.id, c.newMessages.count,
+                    ON CONFLICT(id) DO UPDATE SET
+                        finished_at = excluded.finished_at,
+                        volume_id = COALESCE(runs.volume_id, excluded.volume_id),
+                        messages_added = runs.messages_added + excluded.messages_added,
+                        bytes_added = runs.bytes_added + excluded.bytes_added,
+                        locations_added = runs.locations_added + excluded.locations_added,
+                        flag_changes = runs.flag_changes + excluded.flag_changes,
+                        deletions = runs.deletions + excluded.deletions
+                    """, arguments: [c.runID, c.startedAt, c.finishedAt, c.source, c.volumes.first?.id, c.newMessages.count,
                                      c.newMessages.reduce(Int64(0)) { $0 + $1.size }, c.newLocations.count,
                                      c.flagChanges.count + c.newLocations.filter { $0.flags != $0.initialFlags }.count,
                                      c.deletions.count + c.newLocations.filter(\.deleted).count])

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import MailModel
 
 /// One volume as `archive list` shows it.
@@ -24,8 +25,8 @@ public struct ArchiveRunSummary: Sendable, Hashable, Codable {
     public var startedAt: InternalDate
     public var finishedAt: InternalDate
     public var source: String?
-    /// The volume written by the run; nil when nothing was new (or it was pruned away).
-    public var volume: String?
+    /// The volumes written by the run (usually one; none when nothing was new).
+    public var volumes: [String]
     public var messagesAdded: Int
     public var bytesAdded: Int64
     public var locationsAdded: Int
@@ -90,11 +91,54 @@ public struct ArchivePruneReport: Sendable, Hashable, Codable {
 }
 
 extension ArchiveStore {
+    // MARK: - One-call entry points for `mailferry archive list|check|prune PATH`
+
+    /// `archive list PATH`: opens the set read-only (shared lock) and lists it.
+    public static func list(path: String, logger: Logger) async throws -> ArchiveListing {
+        let s = try open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: logger)
+        do {
+            let l = try s.list()
+            try await s.close()
+            return l
+        } catch {
+            try? await s.close()
+            throw error
+        }
+    }
+
+    /// `archive check PATH`: re-reads every volume (shared lock). Exit 6 when
+    /// `report.error` is set; the report names every problem.
+    public static func check(path: String, logger: Logger) async throws -> ArchiveCheckReport {
+        let s = try open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: logger)
+        do {
+            let r = try s.check()
+            try await s.close()
+            return r
+        } catch {
+            try? await s.close()
+            throw error
+        }
+    }
+
+    /// `archive prune PATH --deleted-before DATE` (exclusive lock).
+    public static func prune(path: String, deletedBefore: InternalDate, logger: Logger) async throws -> ArchivePruneReport {
+        let s = try open(path: path, options: ArchiveOptions(), create: false, logger: logger)
+        do {
+            let r = try s.prune(deletedBefore: deletedBefore)
+            try await s.close()
+            return r
+        } catch {
+            try? await s.close()
+            throw error
+        }
+    }
+
     // MARK: - list
 
     public func list() throws -> ArchiveListing {
         let volumes = try catalog.volumes()
-        let names = Dictionary(uniqueKeysWithValues: volumes.map { ($0.id, $0.name) })
+        var byRun: [Int64: [String]] = [:]
+        for v in volumes { byRun[v.runID, default: []].append(v.name) }
         let runs = try catalog.runs()
         return try catalog.wrap("listing the archive") {
             try catalog.db.read { db in
@@ -111,7 +155,7 @@ extension ArchiveStore {
                     runs: runs.map {
                         ArchiveRunSummary(id: $0.id, startedAt: InternalDate(secondsSinceEpoch: $0.startedAt),
                                           finishedAt: InternalDate(secondsSinceEpoch: $0.finishedAt), source: $0.source,
-                                          volume: $0.volumeID.flatMap { names[$0] }, messagesAdded: $0.messagesAdded,
+                                          volumes: byRun[$0.id] ?? [], messagesAdded: $0.messagesAdded,
                                           bytesAdded: $0.bytesAdded, locationsAdded: $0.locationsAdded,
                                           flagChanges: $0.flagChanges, deletions: $0.deletions)
                     },
@@ -263,7 +307,7 @@ extension ArchiveStore {
                 }
             }
             let letters = Dictionary(uniqueKeysWithValues: try catalog.keywordLetters().map {
-                ($0.key.lowercased(), Character(UnicodeScalar(UInt8(97 + $0.value))))
+                ($0.key, Character(UnicodeScalar(UInt8(97 + $0.value))))
             })
             let b = try VolumeBuilder(directory: volumesDirectory, sequence: nextVolume, format: old.format,
                                       compression: old.compression)

@@ -14,9 +14,16 @@ final class Spool {
     private let directory: String
     private(set) var size: Int64 = 0
     private var hasher = MessageHasher()
+    private var headerReader = HeaderReader()
     private var readOffset: Int64 = 0
 
     init(directory: String) { self.directory = directory }
+
+    /// Message-ID, Date, From and the first Received date, read on the way in.
+    var headers: HeaderSummary {
+        var r = headerReader
+        return r.finish()
+    }
     deinit { if fd >= 0 { close(fd) } }
 
     var key: MessageKey { hasher.finalize() }
@@ -24,6 +31,7 @@ final class Spool {
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard !bytes.isEmpty else { return }
         hasher.update(bytes)
+        if !headerReader.isComplete { headerReader.feed(bytes) }
         if fd < 0 && memory.count + bytes.count <= Self.memoryLimit {
             memory.append(contentsOf: bytes)
             size += Int64(bytes.count)
@@ -99,6 +107,8 @@ final class Spool {
 
 /// The volume being written in this run.
 final class VolumeBuilder {
+    /// The volume's catalog id (also its sequence number in the name).
+    let volumeID: Int64
     let name: String
     let stem: String
     let tempPath: String
@@ -115,6 +125,7 @@ final class VolumeBuilder {
     var messageCount: Int { records.count }
 
     init(directory: String, sequence: Int64, format: ArchiveFormat, compression: ArchiveCompression) throws {
+        volumeID = sequence
         stem = String(format: "v%06lld", sequence)
         name = stem + compression.fileExtension
         tempPath = "\(directory)/.\(name).\(UUID().uuidString.prefix(8)).tmp"
@@ -308,6 +319,10 @@ final class VolumeMessageReader {
     private(set) var unknownEntries: [String] = []
     private(set) var entriesSeen = 0
 
+    /// When true, `next()` ends as soon as every wanted message was handed
+    /// out, without reading the rest of the volume (restores); `check` reads all.
+    var stopWhenDone = false
+
     init(path: String, volumeName: String, format: ArchiveFormat, wanted: [MessageRecord]) throws {
         reader = try VolumeReader(path: path, volumeName: volumeName)
         self.volumeName = volumeName
@@ -337,6 +352,7 @@ final class VolumeMessageReader {
                 current = s
                 return (r, s)
             }
+            if stopWhenDone && wanted.isEmpty && currentQueue.isEmpty { return nil }
             guard let entry = try reader.next() else {
                 currentEntry = nil
                 return nil

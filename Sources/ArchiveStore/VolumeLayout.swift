@@ -97,8 +97,9 @@ enum VolumeLayout {
         if flags.contains(.answered) { letters.append("R") }
         if flags.contains(.seen) { letters.append("S") }
         if flags.contains(.deleted) { letters.append("T") }
+        let folded = Dictionary(keywordLetters.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
         for k in flags.keywords {
-            if let l = keywordLetters[k.name.lowercased()] { letters.append(l) }
+            if let l = folded[k.name.lowercased()] { letters.append(l) }
         }
         return "2," + String(letters.sorted())
     }

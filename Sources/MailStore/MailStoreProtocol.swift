@@ -67,11 +67,21 @@ public struct AppendRequest: Sendable, Hashable {
     public var internalDate: InternalDate?
     /// The key, when the caller already knows it (stores may use it to name files).
     public var key: MessageKey?
+    /// Where `internalDate` came from at the source (POP3: a Received header…),
+    /// for stores that record it (the archive catalog).
+    public var dateSource: DateSource?
+    /// The message's identity at the source (folder, UIDVALIDITY and UID, a
+    /// UIDL, a file name), for stores that record provenance (the archive
+    /// catalog). Never used to find a message.
+    public var sourceID: String?
 
-    public init(flags: Flags = [], internalDate: InternalDate? = nil, key: MessageKey? = nil) {
+    public init(flags: Flags = [], internalDate: InternalDate? = nil, key: MessageKey? = nil,
+                dateSource: DateSource? = nil, sourceID: String? = nil) {
         self.flags = flags
         self.internalDate = internalDate
         self.key = key
+        self.dateSource = dateSource
+        self.sourceID = sourceID
     }
 }
 

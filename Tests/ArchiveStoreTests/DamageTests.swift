@@ -121,8 +121,9 @@ struct DamageTests {
 
         let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
         s.faultPoint = fault
+        var lostIDs: [MessageID] = []
         do {
-            _ = try await appendAll(s, more.map { (.inbox, [], .now(), $0) })
+            lostIDs = try await appendAll(s, more.map { (.inbox, [], .now(), $0) }).map(\.id)
             try await s.setFlags([.flagged], .add, for: [first[0].id], in: .inbox)
             try await s.delete([first[1].id], in: .inbox)
             try await s.close()
@@ -141,7 +142,11 @@ struct DamageTests {
 
         // The next run completes the set.
         let s2 = try ArchiveStore.open(path: path, create: true, logger: testLogger)
-        _ = try await appendAll(s2, more.map { (.inbox, [], .now(), $0) })
+        let redone = try await appendAll(s2, more.reversed().map { (.inbox, [], .now(), $0) })
+        // Ids the lost run handed out are never handed out again (a transfer
+        // state may remember them with the lost messages' keys).
+        #expect(Set(redone.map(\.id)).isDisjoint(with: lostIDs))
+        #expect(!lostIDs.isEmpty)
         try await s2.delete([first[1].id], in: .inbox)
         try await s2.close()
         let d = try ArchiveStore.open(path: path, create: false, logger: testLogger)
@@ -149,6 +154,47 @@ struct DamageTests {
         #expect(try d.list().liveLocations == 19)
         try await d.close()
         #expect(try await fetchAll(path) == 19)
+    }
+
+    /// A run whose volumes reach the size limit commits as it goes; if it
+    /// then dies, what it committed stays and `check` is clean.
+    @Test func checkpointsKeepWhatARunStored() async throws {
+        let dir = makeTempDir("checkpoint")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let msgs = sampleMessages(40, bodyLines: 200)
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(compression: .none, volumeSizeLimit: 64 * 1024),
+                                      create: true, logger: testLogger)
+        s.faultPoint = .duringCommit
+        var placed: [Placed] = []
+        do {
+            placed = try await appendAll(s, msgs.map { (.inbox, [.seen], .now(), $0) })
+            try await s.setFlags([.flagged], .add, for: [placed[0].id], in: .inbox)
+            // Listing and reading across committed and pending parts of the run.
+            #expect(try await s.listMessages(in: .inbox).messages.count == 40)
+            #expect(try await readEverything(s)[.inbox]?.count == 40)
+            try await s.close()
+            Issue.record("the injected failure did not surface")
+        } catch let e as MailError {
+            #expect(e.kind == .storage)
+        }
+        let c = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        let listing = try c.list()
+        #expect(try c.check().isClean)
+        try await c.close()
+        #expect(listing.runs.count == 1)
+        #expect(listing.volumes.count >= 2)
+        #expect(listing.storedMessages > 0 && listing.storedMessages < 40)
+        #expect(listing.liveLocations == listing.storedMessages)
+        #expect(listing.runs[0].volumes == listing.volumes.map(\.name))
+        // The next run stores only what is missing.
+        let s2 = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        _ = try await appendAll(s2, msgs.map { (.inbox, [.seen], .now(), $0) })
+        try await s2.close()
+        let d = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        #expect(try d.list().storedMessages == 40)
+        #expect(try d.check().isClean)
+        try await d.close()
     }
 
     @Test func leftoversOfACrashAreCleanedOnOpen() async throws {
@@ -272,6 +318,32 @@ struct DamageTests {
             #expect(e.message.contains("hostile.tar.gz"))
             #expect(e.message.contains("entry "), "\(e.message)")
         }
+    }
+
+    /// An entry whose size differs from the catalog's is corrupt, named by volume and entry.
+    @Test func sizeMismatchIsCorrupt() async throws {
+        let dir = makeTempDir("size")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let placed = try await backupRun(path, sampleMessages(1), options: ArchiveOptions(compression: .none))
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let entry = try s.catalog.messagesInVolume(1)[0].entryPath
+        try await s.close()
+        let script = #"""
+        import io, sys, tarfile
+        out, name, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+            ti = tarfile.TarInfo(name); ti.size = size; ti.mode = 0o600
+            t.addfile(ti, io.BytesIO(b"x" * size))
+        """#
+        try script.write(toFile: dir + "/make.py", atomically: true, encoding: .utf8)
+        let (status, out) = try run("/usr/bin/env", ["python3", dir + "/make.py", path + "/volumes/v000001.tar", entry,
+                                                     String(placed[0].bytes.count + 7)])
+        try #require(status == 0, "\(out)")
+        let report = try await ArchiveStore.check(path: path, logger: testLogger)
+        #expect(report.error?.exitCode == 6)
+        #expect(report.problems.contains { $0.description.contains("v000001.tar") && $0.message.contains("does not match the catalog") },
+                "\(report.problems)")
     }
 
     /// A volume swapped for a hostile one is caught by `check` and by a restore.

@@ -107,7 +107,7 @@ struct RoundTripTests {
         #expect(listing.runs.map(\.locationsAdded) == [8, 3, 0])
         #expect(listing.runs[1].flagChanges == 1)
         #expect(listing.runs[1].deletions == 1)
-        #expect(listing.runs[2].volume == nil)
+        #expect(listing.runs[2].volumes.isEmpty)
         #expect(listing.volumes.map(\.messageCount) == [8, 2])
         #expect(listing.storedMessages == 10)
         #expect(listing.liveLocations == 10)
@@ -182,8 +182,18 @@ struct RoundTripTests {
         let path = dir + "/set"
         let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
         try await s.createFolder(FolderPath("Empty/Child")!)
-        // A second writer is refused while the first holds the set.
-        #expect(throws: MailError.self) { _ = try ArchiveStore.open(path: path, create: true, logger: testLogger) }
+        // Another process cannot take the set while this run holds it…
+        let (held, _) = try run("/usr/bin/env", ["python3", "-c",
+                                                 "import fcntl,sys; fcntl.flock(open(sys.argv[1],'a'), fcntl.LOCK_EX|fcntl.LOCK_NB)",
+                                                 path + "/lock"])
+        #expect(held != 0)
+        // …nor can a reader; a second writer in this process shares the run.
+        #expect(throws: MailError.self) {
+            _ = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        }
+        let same = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        #expect(same === s)
+        try await same.close()
         try await s.close()
         let r = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
         #expect(try await r.folders().map(\.path) == [FolderPath("Empty/Child")!])
@@ -202,6 +212,70 @@ struct RoundTripTests {
             Issue.record("wrote into a foreign directory")
         } catch let e as MailError {
             #expect(e.exitCode == 2)
+        }
+    }
+
+    /// Reading a message appended in this session seals the volume being
+    /// written; later appends go to a second volume of the same run, and both
+    /// are committed together.
+    @Test func readDuringARunSealsTheVolume() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let msgs = sampleMessages(6)
+        let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        let first = try await appendAll(s, msgs[0..<3].map { (.inbox, [.seen], .now(), $0) })
+        let got = try await readEverything(s)
+        #expect(got[.inbox]?[first[1].id]?.1 == msgs[1])
+        let second = try await appendAll(s, msgs[3...].map { (.inbox, [], .now(), $0) })
+        #expect(try await readEverything(s)[.inbox]?[second[2].id]?.1 == msgs[5])
+        #expect(volumeFiles(path).allSatisfy { $0.hasPrefix(".") }, "nothing visible before close")
+        try await s.close()
+        #expect(volumeFiles(path) == ["v000001.tar.zst", "v000002.tar.zst"])
+        let r = try ArchiveStore.open(path: path, create: false, logger: testLogger)
+        let listing = try r.list()
+        #expect(listing.runs.count == 1)
+        #expect(listing.runs[0].volumes == ["v000001.tar.zst", "v000002.tar.zst"])
+        #expect(try r.check().isClean)
+        #expect(try await readEverything(r)[.inbox]?.count == 6)
+        try await r.close()
+    }
+
+    /// Provenance: the source identity and where the date came from are kept.
+    @Test func recordsSourceIdentityAndDateSource() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        let s = try ArchiveStore.open(path: path, options: ArchiveOptions(source: "pop3://u@host:995"), create: true,
+                                      logger: testLogger)
+        let date = InternalDate(secondsSinceEpoch: 1_600_000_000)
+        let r = try await s.append(to: .inbox, AppendRequest(internalDate: date, dateSource: .received, sourceID: "UIDL abc123"),
+                                   body: .bytes(sampleMessages(1)[0])).result()
+        try await s.close()
+        let c = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+        let loc = try c.catalog.locations(folderID: nil, asOfRun: nil).first
+        #expect(loc?.sourceID == "UIDL abc123")
+        #expect(loc?.dateSource == .received)
+        #expect(try await c.listMessages(in: .inbox).messages.first { $0.id == r.id }?.dateSource == .received)
+        #expect(try c.list().runs.first?.source == "pop3://u@host:995")
+        try await c.close()
+    }
+
+    /// A catalog that is not a database is a corrupt archive (exit 6).
+    @Test func corruptCatalogIsRefused() async throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        try await backupRun(path, sampleMessages(2))
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path + "/catalog.sqlite"))
+        unlink(path + "/catalog.sqlite-wal")
+        unlink(path + "/catalog.sqlite-shm")
+        do {
+            _ = try ArchiveStore.open(path: path, options: ArchiveOptions(readOnly: true), create: false, logger: testLogger)
+            Issue.record("a garbage catalog was opened")
+        } catch let e as MailError {
+            #expect(e.kind == .corrupt)
+            #expect(e.exitCode == 6)
         }
     }
 

@@ -80,10 +80,15 @@ func appendAll(_ store: ArchiveStore, _ items: [(FolderPath, Flags, InternalDate
                chunk: Int = 4000, knownSize: Bool = true) async throws -> [Placed] {
     var out: [Placed] = []
     for (folder, flags, date, bytes) in items {
+        try await store.createFolder(folder)
         let body = chunkedBody(bytes, chunk: chunk, knownSize: knownSize)
         let r = try await store.append(to: folder, AppendRequest(flags: flags, internalDate: date), body: body).result()
         guard let id = r.id else { throw MailError(.storage, scope: .local, "no id") }
-        out.append(Placed(folder: folder, bytes: bytes, flags: flags, date: date, id: id, key: r.key))
+        // Keywords that are not IMAP atoms are refused, and said so.
+        let invalid = flags.keywords.filter { !$0.isValidKeyword }
+        guard Set(r.droppedFlags) == Set(invalid) else { throw MailError(.storage, scope: .local, "dropped \(r.droppedFlags)") }
+        out.append(Placed(folder: folder, bytes: bytes, flags: Flags(flags.filter { $0.isSystem || $0.isValidKeyword }),
+                          date: date, id: id, key: r.key))
     }
     return out
 }
@@ -111,7 +116,7 @@ func chunkedBody(_ bytes: [UInt8], chunk: Int = 4000, knownSize: Bool = true) ->
 /// Everything a store holds: folder → id → (info, bytes).
 func readEverything(_ store: some MailStore) async throws -> [FolderPath: [MessageID: (MessageInfo, [UInt8])]] {
     var out: [FolderPath: [MessageID: (MessageInfo, [UInt8])]] = [:]
-    for f in try await store.folders() {
+    for f in try await store.folders() where f.selectable {
         let listing = try await store.listMessages(in: f.path)
         let collector = Collector()
         let missing = try await store.fetchMessages(listing.messages.map(\.id), in: f.path) { info, body in
