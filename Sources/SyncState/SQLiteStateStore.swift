@@ -134,7 +134,7 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
             throw MailError(.storage, scope: .local, "cannot create state file \(path): \(String(cString: strerror(err)))")
         }
         _ = fchmod(fd, 0o600)
-        _ = Glibc.close(fd)
+        closeFD(fd)
     }
 
     static func checkHeader(_ path: String) throws {
@@ -413,7 +413,7 @@ final class StateLock: @unchecked Sendable {
             var buf = [UInt8](repeating: 0, count: 32)
             let n = pread(fd, &buf, 31, 0)
             let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            _ = Glibc.close(fd)
+            closeFD(fd)
             fd = -1
             if err == EWOULDBLOCK || err == EAGAIN {
                 throw MailError(.storage, scope: .local, "the state \(path.dropLast(5)) is held by another run, pid \(pid)",
@@ -432,9 +432,17 @@ final class StateLock: @unchecked Sendable {
         guard fd >= 0 else { return }
         _ = ftruncate(fd, 0)
         _ = flock(fd, LOCK_UN)
-        _ = Glibc.close(fd)
+        closeFD(fd)
         fd = -1
     }
 
     deinit { release() }
+}
+
+private func closeFD(_ fd: Int32) {
+    #if canImport(Glibc)
+    _ = Glibc.close(fd)
+    #elseif canImport(Darwin)
+    _ = Darwin.close(fd)
+    #endif
 }
