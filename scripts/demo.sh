@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SWIFT="${SWIFT:-swift}"
-BIN="$($SWIFT build -c release --show-bin-path)"
+# `make demo` builds the release configuration first; MAILFERRY_DEMO_CONFIGURATION=debug reuses a debug build.
+BIN="$($SWIFT build -c "${MAILFERRY_DEMO_CONFIGURATION:-release}" --show-bin-path)"
 for tool in mailferry mailferry-fixture; do
   if [ ! -x "$BIN/$tool" ]; then
     echo "demo: $BIN/$tool is missing; run 'make demo' (it builds it first)" >&2
@@ -29,6 +30,7 @@ if [ -t 1 ]; then bold=$'\e[1m'; dim=$'\e[2m'; reset=$'\e[0m'; fi
 
 # Dovecot's sockets need a short path, so not $TMPDIR/long-names.
 WORK="$(mktemp -d /tmp/mfdemo.XXXXXX)"
+chmod 755 "$WORK"   # Dovecot's mail processes (not root) must reach the fixture inside it
 FIXTURE="$WORK/dovecot"
 cleanup() {
   status=$?
@@ -68,7 +70,11 @@ done
 # Real-world oddities too, when the shared corpus is beside the clone.
 CORPUS="${MAILFERRY_CORPUS:-../shared/mail-corpus}"
 if [ -d "$CORPUS/messages" ]; then
-  ls "$CORPUS/messages" | head -30 | while read -r f; do cp "$CORPUS/messages/$f" "$SAMPLES/corpus-$f"; done
+  n=0
+  for f in "$CORPUS"/messages/*; do
+    cp "$f" "$SAMPLES/corpus-$(basename "$f")"
+    n=$((n + 1)); [ "$n" -ge 30 ] && break
+  done
 fi
 mailferry-fixture seed --dir "$FIXTURE" --user alice "$SAMPLES"/*.eml
 
@@ -78,7 +84,9 @@ export MAILFERRY_TO_PASSWORD="$MAILFERRY_PASSWORD"
 echo "${dim}(passwords: exported as MAILFERRY_FROM_PASSWORD and MAILFERRY_TO_PASSWORD)${reset}"
 
 POP="pop3s://alice@$HOST:$MAILFERRY_POP3S_PORT"
-IMAP_ALICE="imaps://alice@$HOST:$MAILFERRY_IMAPS_PORT"
+# Three different mailboxes: Dovecot serves one mailbox per user over both
+# protocols, so the IMAP accounts have their own names.
+IMAP_ALICE="imaps://alice.new@$HOST:$MAILFERRY_IMAPS_PORT"
 IMAP_BOB="imaps://bob@$HOST:$MAILFERRY_IMAPS_PORT"
 ARCHIVE="archive:$WORK/backup"
 STATE="$WORK/state"
@@ -86,7 +94,7 @@ STATE="$WORK/state"
 step "1. What is in the POP3 account"
 run mailferry folders "$POP" --ca-file "$CA"
 
-step "2. Migrate POP3 -> IMAP (copy, then verify)"
+step "2. Migrate the POP3 account into the IMAP account 'alice.new' (copy, then verify)"
 run mailferry migrate --from "$POP" --to "$IMAP_ALICE" --into INBOX --ca-file "$CA" \
     --state "$STATE/migrate.sqlite" --report "$WORK/migrate.json" --verbose
 
@@ -99,7 +107,8 @@ run mailferry backup --from "$IMAP_ALICE" --to "$ARCHIVE" --ca-file "$CA" --stat
 run mailferry archive list "$ARCHIVE"
 run mailferry archive check "$ARCHIVE"
 echo "${dim}The volumes are ordinary tar files:${reset}"
-run tar --zstd -tvf "$(ls "$WORK"/backup/volumes/*.tar.zst | head -1)" > "$WORK/volume-listing.txt"
+volumes=("$WORK"/backup/volumes/*.tar.zst)
+run tar --zstd -tvf "${volumes[0]}" > "$WORK/volume-listing.txt"
 head -5 "$WORK/volume-listing.txt"; echo "   ($(wc -l < "$WORK/volume-listing.txt" | tr -d ' ') entries)"
 
 step "4. Restore the archive into a second account, 'bob'"

@@ -15,6 +15,18 @@ struct DovecotCLITests {
         }
     }
 
+    /// Dovecot keeps LF on disk; a message is the same message after CRLF normalisation.
+    static func crlf(_ b: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var prev: UInt8 = 0
+        for c in b {
+            if c == 10, prev != 13 { out.append(13) }
+            out.append(c)
+            prev = c
+        }
+        return out
+    }
+
     @Test func migratePOP3ToIMAPWithJSONCheckedAgainstTheServer() throws {
         let f = try DovecotFixture.shared()
         let alice = f.makeUser(prefix: "alice"), bob = f.makeUser(prefix: "bob")
@@ -34,7 +46,7 @@ struct DovecotCLITests {
         // What the report says is what the server holds: the same bytes.
         let onServer = try f.messages(user: bob.user, folder: "Imported")
         #expect(onServer.count == 7)
-        #expect(Set(onServer.map(\.bytes)) == Set(seeded.map(\.bytes)))
+        #expect(Set(onServer.map { Self.crlf($0.bytes) }) == Set(seeded.map { Self.crlf($0.bytes) }))
 
         // STARTTLS on the plain ports works too, and verify agrees.
         let v = try CLI.mailferry(["verify", "--from", "pop3://\(alice.user)@\(f.host):\(f.pop3Port)",
