@@ -29,10 +29,14 @@ public struct Mailferry: AsyncParsableCommand {
         130 interrupted (a re-run resumes).
 
         Examples:
-          export MAILFERRY_FROM_PASSWORD MAILFERRY_TO_PASSWORD   # set beforehand, e.g. with read -s
-          mailferry migrate --from pop3s://alice@pop.example.com --to imaps://alice@imap.example.net
-          mailferry backup --from imaps://alice@imap.example.net --to archive:/var/backups/alice
-          mailferry restore --from archive:/var/backups/alice --to maildir:/home/alice/Maildir
+          read -rs MAILFERRY_FROM_PASSWORD; read -rs MAILFERRY_TO_PASSWORD
+          export MAILFERRY_FROM_PASSWORD MAILFERRY_TO_PASSWORD
+          mailferry migrate --from pop3s://alice@pop.old.example \\
+              --to imaps://alice@imap.new.example
+          mailferry backup --from imaps://alice@imap.new.example \\
+              --to archive:/var/backups/alice
+          mailferry restore --from archive:/var/backups/alice \\
+              --to maildir:/home/alice/Maildir
           mailferry run /etc/mailferry/nightly.toml
         """,
         version: version,

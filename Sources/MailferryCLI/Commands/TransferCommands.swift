@@ -14,15 +14,19 @@ struct MigrateCommand: AsyncParsableCommand {
         Examples:
           # POP3 mailbox into an IMAP account, passwords from the environment
           export MAILFERRY_FROM_PASSWORD MAILFERRY_TO_PASSWORD
-          mailferry migrate --from pop3s://alice@pop.example.com --to imaps://alice@imap.example.net --into INBOX
+          mailferry migrate --from pop3s://alice@pop.old.example \\
+              --to imaps://alice@imap.new.example --into INBOX
 
           # IMAP to IMAP, two folders at a time, renaming the sent folder
-          mailferry migrate --from imaps://bob%40old.example@mail.old.example --to imaps://bob@mail.new.example \\
-              --map 'Sent Items=Sent' --exclude 'Junk' --parallel 2 --report bob.json \\
-              --from-password-command 'pass show mail/old-bob' --to-password-file ~/.config/mailferry/new-bob
+          mailferry migrate --from imaps://bob%40old.example@mail.old.example \\
+              --to imaps://bob@mail.new.example --map 'Sent Items=Sent' \\
+              --exclude Junk --parallel 2 --report bob.json \\
+              --from-password-command 'pass show mail/old-bob' \\
+              --to-password-file ~/.config/mailferry/new-bob
 
-          # Admin migration: log in as an admin, act for each user
-          mailferry migrate --from imaps://carol@old.example --from-admin admin --to maildir:/srv/mail/carol
+          # Admin migration: log in as an admin, act for the user
+          mailferry migrate --from imaps://carol@old.example --from-admin admin \\
+              --to maildir:/srv/mail/carol
         """)
 
     @Option(name: .customLong("from"), help: ArgumentHelp("The store to copy from.", valueName: "url"))
@@ -75,8 +79,10 @@ struct BackupCommand: AsyncParsableCommand {
 
         Examples:
           export MAILFERRY_FROM_PASSWORD
-          mailferry backup --from imaps://alice@imap.example.net --to archive:/var/backups/mail/alice
-          mailferry backup --from maildir:/home/bob/Maildir --to archive:/mnt/usb/bob --format mbox --compression xz
+          mailferry backup --from imaps://alice@imap.example.net \\
+              --to archive:/var/backups/mail/alice
+          mailferry backup --from maildir:/home/bob/Maildir \\
+              --to archive:/mnt/usb/bob --format mbox --compression xz
         """)
 
     @Option(name: .customLong("from"), help: ArgumentHelp("The store to back up.", valueName: "url"))
@@ -118,10 +124,11 @@ struct RestoreCommand: AsyncParsableCommand {
         discussion: """
         Examples:
           export MAILFERRY_TO_PASSWORD
-          mailferry restore --from archive:/var/backups/mail/alice --to imaps://alice@imap.example.net
-          # only one folder, as the archive stood on the first of March
-          mailferry restore --from archive:/var/backups/mail/alice --to maildir:/tmp/alice-restore \\
-              --folder 'Projects/**' --as-of 2026-03-01
+          mailferry restore --from archive:/var/backups/mail/alice \\
+              --to imaps://alice@imap.example.net
+          # one folder tree, as the archive stood on the first of March
+          mailferry restore --from archive:/var/backups/mail/alice \\
+              --to maildir:/tmp/alice-restore --folder 'Projects/**' --as-of 2026-03-01
         """)
 
     @Option(name: .customLong("from"), help: ArgumentHelp("The archive: archive:PATH.", valueName: "url"))
@@ -165,8 +172,10 @@ struct VerifyCommand: AsyncParsableCommand {
         (each one is listed, and in the report).
 
         Examples:
-          mailferry verify --from pop3s://alice@pop.example.com --to imaps://alice@imap.example.net --into INBOX
-          mailferry verify --from archive:/var/backups/mail/alice --to maildir:/tmp/alice-restore --json
+          mailferry verify --from pop3s://alice@pop.old.example \\
+              --to imaps://alice@imap.new.example --into INBOX
+          mailferry verify --from archive:/var/backups/mail/alice \\
+              --to maildir:/tmp/alice-restore --json
         """)
 
     @Option(name: .customLong("from"), help: ArgumentHelp("The store whose messages must be present.", valueName: "url"))
