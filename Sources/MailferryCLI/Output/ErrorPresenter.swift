@@ -77,7 +77,7 @@ enum ErrorPresenter {
                 ? "check the host name, the port and any firewall in between"
                 : "check the host name and the port, and that the server is running"
         case .storage:
-            if lower.contains("lock") { return "another mailferry run holds the lock; wait for it to finish (or check that no run is left over)" }
+            if lower.contains("lock") || lower.contains("held by another run") { return "another mailferry run holds the lock; wait for it to finish (or check that no run is left over)" }
             if lower.contains("space") || lower.contains("full") { return "free some space and run again; a re-run resumes" }
             if lower.contains("permission") { return "check the owner and permissions of the path" }
             return nil
