@@ -129,6 +129,7 @@ public final class POP3Store: MailStore, @unchecked Sendable {
             }
         }
         var messages: [MessageInfo] = []
+        let listedAt = InternalDate.now()
         numbers = [:]
         listed = [:]
         listSizes = sizeOf
@@ -146,6 +147,11 @@ public final class POP3Store: MailStore, @unchecked Sendable {
                 } else if let d = h.date {
                     info.internalDate = d
                     info.dateSource = .dateHeader
+                } else {
+                    // Nothing in the headers: the message gets the time it is
+                    // listed for download (the same run fetches it).
+                    info.internalDate = listedAt
+                    info.dateSource = .downloadTime
                 }
             }
             if numbers[id] != nil {
@@ -191,7 +197,17 @@ public final class POP3Store: MailStore, @unchecked Sendable {
                 throw e.with(messageID: id.rawValue)
             }
         }
-        for n in missing { if let id = byNumber[n] { gone.append(id) } }
+        // A refused RETR means gone only if LIST agrees; otherwise it is an
+        // error for that message, not a silent skip.
+        for n in missing {
+            guard let id = byNumber[n] else { continue }
+            if try await connection.exists(n) {
+                throw MailError(.refused, scope: .message, retryable: true,
+                                "\(location.description) refused to send message \(n) although it is listed",
+                                folder: .inbox, messageID: id.rawValue)
+            }
+            gone.append(id)
+        }
         return gone
     }
 
