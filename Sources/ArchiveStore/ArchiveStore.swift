@@ -24,10 +24,14 @@ public struct ArchiveOptions: Sendable, Hashable {
     /// new volume: a huge first backup that dies keeps what it had stored,
     /// and the run's bookkeeping stays small.
     public var volumeSizeLimit: Int64
+    /// The compressor's level (zstd 1–19, gzip 1–9, xz 0–9), or its default
+    /// (zstd 3, gzip 6, xz 6, which needs about 94 MB while writing).
+    public var compressionLevel: Int?
 
     public init(format: ArchiveFormat = .maildir, compression: ArchiveCompression = .zstd,
                 asOf: InternalDate? = nil, readOnly: Bool = false, source: String? = nil,
-                volumeSizeLimit: Int64 = 1 << 30) {
+                volumeSizeLimit: Int64 = 1 << 30, compressionLevel: Int? = nil) {
+        self.compressionLevel = compressionLevel
         self.format = format
         self.compression = compression
         self.asOf = asOf
@@ -168,6 +172,11 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     var isWritable: Bool { !options.readOnly && options.asOf == nil }
 
     /// Opens (or with `create`, creates) the archive at `path`.
+    ///
+    /// `create` also marks the session as a backup: it records a run at
+    /// `close()` even when nothing was new (so `archive list` shows every
+    /// backup). Open sources for a restore with `readOnly` (a shared lock, so
+    /// parallel readers and `archive list|check` can run together).
     ///
     /// A writable open takes an exclusive lock (`PATH/lock`) and removes what
     /// a crashed run left behind: temporary files, and volume files that no
@@ -580,7 +589,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                     builder = b
                 } else {
                     builder = try VolumeBuilder(directory: volumesDirectory, sequence: s.nextVolume,
-                                                format: options.format, compression: options.compression)
+                                                format: options.format, compression: options.compression,
+                                                level: options.compressionLevel)
                     s.nextVolume += 1
                     if case .writingVolume(let n) = faultPoint { builder.writer.failAfterBytes = n }
                     s.builder = builder

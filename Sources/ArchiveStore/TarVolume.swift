@@ -74,7 +74,7 @@ final class VolumeWriter {
     /// Test hook: fail the write callback once this many compressed bytes went out.
     var failAfterBytes: Int64?
 
-    init(path: String, compression: ArchiveCompression) throws {
+    init(path: String, compression: ArchiveCompression, level: Int? = nil) throws {
         let previous = enterUTF8Locale()
         defer { leaveUTF8Locale(previous) }
         self.path = path
@@ -93,6 +93,9 @@ final class VolumeWriter {
         case .gzip: r = archive_write_add_filter_gzip(a)
         case .xz: r = archive_write_add_filter_xz(a)
         case .none: r = archive_write_add_filter_none(a)
+        }
+        if r == archiveOK, let level, compression != .none {
+            r = archive_write_set_filter_option(a, nil, "compression-level", String(level))
         }
         if r == archiveOK { r = archive_write_set_format_pax_restricted(a) }
         if r == archiveOK { r = archive_write_set_bytes_in_last_block(a, 1) }
@@ -389,6 +392,20 @@ extension Sequence where Element == UInt8 {
 
 extension SHA256.Digest {
     var hexString: String { Array(self).hexString }
+}
+
+/// SHA-256 of raw bytes (no line-ending normalisation), streamed.
+struct RawSHA256 {
+    private var sha = SHA256()
+    init() {}
+    mutating func update(_ bytes: UnsafeRawBufferPointer) { sha.update(bufferPointer: bytes) }
+    mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { sha.update(bufferPointer: $0) } }
+    func finalize() -> String { sha.finalize().hexString }
+    static func of(_ bytes: [UInt8]) -> String {
+        var h = RawSHA256()
+        h.update(bytes)
+        return h.finalize()
+    }
 }
 
 /// SHA-256 of a whole file, streamed.

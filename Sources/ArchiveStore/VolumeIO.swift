@@ -124,7 +124,8 @@ final class VolumeBuilder {
     private let now = Int64(Date().timeIntervalSince1970)
     var messageCount: Int { records.count }
 
-    init(directory: String, sequence: Int64, format: ArchiveFormat, compression: ArchiveCompression) throws {
+    init(directory: String, sequence: Int64, format: ArchiveFormat, compression: ArchiveCompression,
+         level: Int? = nil) throws {
         volumeID = sequence
         stem = String(format: "v%06lld", sequence)
         name = stem + compression.fileExtension
@@ -132,7 +133,7 @@ final class VolumeBuilder {
         finalPath = "\(directory)/\(name)"
         self.format = format
         self.compression = compression
-        writer = try VolumeWriter(path: tempPath, compression: compression)
+        writer = try VolumeWriter(path: tempPath, compression: compression, level: level)
     }
 
     private func ensureDirectories(for folder: FolderPath) throws {

@@ -53,6 +53,10 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
             var config = Configuration()
             config.label = "mailferry-state"
             config.busyMode = .timeout(10)
+            // WAL with synchronous=NORMAL survives a killed process; after a
+            // power loss the last transactions may be missing, which the
+            // engine tolerates: an unrecorded append is found by its key.
+            config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             if existed {
                 // Read-only check first so that a damaged file is not touched.
                 var ro = config

@@ -278,28 +278,31 @@ public enum Planner {
         func key(_ m: MessageInfo) -> MessageKey? { input.sourceKeys[m.id] ?? m.key }
 
         // Resolution: which messages need their keys before anything is decided.
+        let sourceIndex = CandidateIndex(src)
+        let unknownDestIndex = CandidateIndex(destUnknown)
+        let knownDestIndex = CandidateIndex(Array(destByKey.values))
         var hashSource: [MessageID] = []
         var hashDest = Set<MessageID>()
-        for (i, m) in src.enumerated() {
+        for m in src {
             let k = key(m)
             if k == nil {
                 // Another source message that may be this one: a duplicate
                 // inside the folder must be told by its key, or it is copied twice.
-                let twin = src.indices.contains { j in j != i && Self.mayBeSame(m, src[j]) }
-                if twin { hashSource.append(m.id); continue }
+                if sourceIndex.candidates(for: m).contains(where: { $0.id != m.id }) {
+                    hashSource.append(m.id)
+                    continue
+                }
             }
             if rewrites {
                 // Unvouched destination messages cannot be hashed usefully: headers decide.
-                if k == nil, !destByKey.isEmpty, destByKey.values.contains(where: { Self.mayBeSame(m, $0) }) {
-                    hashSource.append(m.id)
-                }
+                if k == nil, !knownDestIndex.candidates(for: m).isEmpty { hashSource.append(m.id) }
                 continue
             }
-            let cands = destUnknown.filter { Self.mayBeSame(m, $0) }
+            let cands = unknownDestIndex.candidates(for: m)
             if !cands.isEmpty {
                 hashDest.formUnion(cands.map(\.id))
                 if k == nil { hashSource.append(m.id) }
-            } else if k == nil, destByKey.values.contains(where: { Self.mayBeSame(m, $0) }) {
+            } else if k == nil, !knownDestIndex.candidates(for: m).isEmpty {
                 hashSource.append(m.id)
             }
         }
@@ -364,5 +367,42 @@ public enum Planner {
     /// nothing else.
     public static func planSourceDeletes(folder: FolderPath, verified: [MessageID]) -> [Action] {
         verified.isEmpty ? [] : [.deleteSource(folder: folder, ids: verified)]
+    }
+}
+
+/// Finds the messages that `Planner.mayBeSame` could pair with a message,
+/// without comparing every pair: messages with headers are bucketed by
+/// Message-ID, Date and From; those without are searched by size.
+struct CandidateIndex {
+    private struct Signature: Hashable {
+        var messageID: String?
+        var date: String?
+        var from: String?
+    }
+
+    private var byHeaders: [Signature: [MessageInfo]] = [:]
+    /// Messages listed without headers, by size (unknown sizes first as -1).
+    private var bare: [MessageInfo] = []
+    private var all: [MessageInfo]
+
+    init(_ messages: [MessageInfo]) {
+        all = messages
+        for m in messages {
+            if let h = m.headers {
+                byHeaders[Signature(messageID: h.messageID, date: h.dateRaw, from: h.from), default: []].append(m)
+            } else {
+                bare.append(m)
+            }
+        }
+    }
+
+    func candidates(for m: MessageInfo) -> [MessageInfo] {
+        let pool: [MessageInfo]
+        if let h = m.headers {
+            pool = (byHeaders[Signature(messageID: h.messageID, date: h.dateRaw, from: h.from)] ?? []) + bare
+        } else {
+            pool = all
+        }
+        return pool.filter { Planner.mayBeSame(m, $0) }
     }
 }

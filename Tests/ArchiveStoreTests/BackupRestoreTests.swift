@@ -13,7 +13,8 @@ struct Snapshot: Equatable, CustomStringConvertible {
         var key: String
         var flags: String
         var date: Int64?
-        var bytes: [UInt8]
+        /// SHA-256 of the raw bytes: equal digests mean byte-exact copies.
+        var bytes: String
         static func < (l: Item, r: Item) -> Bool { (l.key, l.flags) < (r.key, r.flags) }
     }
     var folders: [FolderPath: [Item]]
@@ -26,8 +27,8 @@ struct Snapshot: Equatable, CustomStringConvertible {
         for f in server.folderPaths {
             // Keywords that are not IMAP atoms cannot be archived (they are reported dropped).
             let items = server.messages(in: f).map {
-                Item(key: $0.key.hex, flags: Flags($0.flags.filter { $0.isSystem || $0.isValidKeyword }).description,
-                     date: $0.internalDate?.secondsSinceEpoch, bytes: $0.bytes)
+                Item(key: RawSHA256.of($0.bytes), flags: Flags($0.flags.filter { $0.isSystem || $0.isValidKeyword }).description,
+                     date: $0.internalDate?.secondsSinceEpoch, bytes: RawSHA256.of($0.bytes))
             }
             if !items.isEmpty { out[f] = items.sorted() }
         }
@@ -36,9 +37,9 @@ struct Snapshot: Equatable, CustomStringConvertible {
 
     static func of(_ store: some MailStore) async throws -> Snapshot {
         var out: [FolderPath: [Item]] = [:]
-        for (f, msgs) in try await readEverything(store) {
+        for (f, msgs) in try await digestEverything(store) {
             let items = msgs.values.map {
-                Item(key: MessageKey.of($0.1).hex, flags: $0.0.flags.description, date: $0.0.internalDate?.secondsSinceEpoch, bytes: $0.1)
+                Item(key: $0.1, flags: $0.0.flags.description, date: $0.0.internalDate?.secondsSinceEpoch, bytes: $0.1)
             }
             if !items.isEmpty { out[f] = items.sorted() }
         }

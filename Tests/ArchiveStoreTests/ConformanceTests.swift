@@ -8,7 +8,7 @@ import Testing
 /// The shared store conformance suite, run against the archive in both formats:
 /// appends, listing with headers, fetch (also of messages appended in the same
 /// session), flag changes, deletions and a reopen.
-@Suite("ArchiveStore conformance")
+@Suite("ArchiveStore conformance", .serialized)
 struct ArchiveConformanceTests {
     func suite(_ format: ArchiveFormat, _ dir: String, corpus: Corpus? = nil) -> StoreConformance {
         let root = dir + "/set"

@@ -134,6 +134,33 @@ func readEverything(_ store: some MailStore) async throws -> [FolderPath: [Messa
     return out
 }
 
+/// Like `readEverything`, but keeps only each body's raw SHA-256 and size
+/// (byte-exact comparison without holding the bodies).
+func digestEverything(_ store: some MailStore) async throws -> [FolderPath: [MessageID: (MessageInfo, String)]] {
+    var out: [FolderPath: [MessageID: (MessageInfo, String)]] = [:]
+    for f in try await store.folders() where f.selectable {
+        let listing = try await store.listMessages(in: f.path)
+        let box = DigestBox()
+        let missing = try await store.fetchMessages(listing.messages.map(\.id), in: f.path) { info, body in
+            var h = RawSHA256()
+            for try await chunk in body { chunk.withUnsafeReadableBytes { h.update($0) } }
+            box.add(info, h.finalize())
+        }
+        guard missing.isEmpty else { throw MailError(.notFound, scope: .folder, "missing \(missing)") }
+        let listed = Dictionary(uniqueKeysWithValues: listing.messages.map { ($0.id, $0) })
+        var m: [MessageID: (MessageInfo, String)] = [:]
+        for (info, d) in box.items { m[info.id] = (listed[info.id] ?? info, d) }
+        out[f.path] = m
+    }
+    return out
+}
+
+final class DigestBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var items: [(MessageInfo, String)] = []
+    func add(_ i: MessageInfo, _ d: String) { lock.lock(); items.append((i, d)); lock.unlock() }
+}
+
 final class Collector: @unchecked Sendable {
     private let lock = NSLock()
     private(set) var items: [(MessageInfo, [UInt8])] = []
