@@ -107,6 +107,23 @@ import Glibc
         #expect((vr["folders"] as? [[String: Any]] ?? []).allSatisfy { ($0["missing"] as? [Any])?.isEmpty == true })
     }
 
+    @Test func dryRunWritesNothing() throws {
+        let dir = try TempDir()
+        let (src, made) = try Self.makeSource(in: dir, count: 5)
+        let env = ["XDG_STATE_HOME": dir.path + "/xdg"]
+        for (cmd, to) in [("migrate", "maildir:" + dir.path + "/dst"), ("backup", "archive:" + dir.path + "/arch")] {
+            let r = try CLI.mailferry([cmd, "--from", "maildir:" + src, "--to", to, "--dry-run", "--json"], env: env)
+            #expect(r.status == 0, "\(cmd): \(r.stderr)")
+            let report = try Self.json(r.stdout)
+            #expect(report["dryRun"] as? Bool == true)
+            let plan = report["plan"] as? [[String: Any]] ?? []
+            #expect(plan.filter { $0["verb"] as? String == "copy" }.count == made.values.reduce(0) { $0 + $1.count }, "\(cmd)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/dst"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/arch"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/xdg"), "no state file either")
+    }
+
     @Test func verifyListsWhatIsMissingAndExits1() throws {
         let dir = try TempDir()
         let (src, _) = try Self.makeSource(in: dir, count: 6)

@@ -79,9 +79,9 @@ enum CLIRun {
             if output.json {
                 if let report = result.report { try JSONOutput.print(AnyEncodable(report)) }
             } else if !output.quiet, Terminal.isTerminal(fd: 2) || output.verbosity > 0 {
-                for line in result.summary { Diagnostics.writeLine(line) }
+                for line in result.summary { Diagnostics.summary(line) }
             } else if result.exitCode != 0 {
-                for line in result.summary { Diagnostics.writeLine(line) }
+                for line in result.summary { Diagnostics.summary(line) }
             }
             if result.exitCode != 0 { throw ExitCode(result.exitCode) }
         } catch let e as ExitCode {
@@ -125,7 +125,7 @@ enum CLIRun {
                         entry.report = result.report
                         if !output.json, !output.quiet || result.exitCode != 0 {
                             if Terminal.isTerminal(fd: 2) || output.verbosity > 0 || result.exitCode != 0 {
-                                for line in result.summary { Diagnostics.writeLine("\(job.name ?? "job"): \(line)") }
+                                for line in result.summary { Diagnostics.summary("\(job.name ?? "job"): \(line)") }
                             }
                         }
                     } catch {

@@ -26,11 +26,28 @@ enum JobExecutor {
         case .migrate:
             break
         }
+        // A dry run changes nothing: a local destination that does not exist yet is
+        // planned against an empty stand-in in a temporary folder, removed after.
+        var destinationEndpoint = job.to
+        var standIn: String?
+        if job.dryRun, let path = Self.localPath(job.to.location), !FileManager.default.fileExists(atPath: path) {
+            let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("mailferry-dry-run-\(UUID().uuidString)").path
+            standIn = tmp
+            switch job.to.location {
+            case .maildir: destinationEndpoint.location = .maildir(path: tmp)
+            case .mbox: destinationEndpoint.location = .mbox(path: tmp)
+            default: destinationEndpoint.location = .archive(path: tmp)
+            }
+            logger.info("dry run: \(job.to.location) does not exist yet; planning against an empty destination")
+        }
+        defer { if let standIn { try? FileManager.default.removeItem(atPath: standIn) } }
+
         let source = try await StoreFactory.prepare(job.from, side: .from, access: .read, logger: logger,
                                                     archiveOptions: fromArchive,
                                                     bytesPerSecond: job.maxBytesPerSecond, messagesPerSecond: job.maxMessagesPerSecond)
-        let destination = try await StoreFactory.prepare(job.to, side: .to, access: job.kind == .verify || job.dryRun ? .read : .write,
-                                                         logger: logger, archiveOptions: job.dryRun ? ArchiveOptions(readOnly: true) : toArchive)
+        let destinationAccess: StoreOpener.Access = job.kind == .verify || (job.dryRun && standIn == nil) ? .read : .write
+        let destination = try await StoreFactory.prepare(destinationEndpoint, side: .to, access: destinationAccess, logger: logger,
+                                                         archiveOptions: job.dryRun && standIn == nil ? ArchiveOptions(readOnly: true) : toArchive)
 
         var options = MigrationOptions()
         options.selection = FolderSelection(include: job.folders, exclude: job.exclude,
@@ -53,12 +70,14 @@ enum JobExecutor {
         // The state: the job lock and what makes re-runs cheap. Verify needs none.
         let state: any StateStore
         var sqlite: SQLiteStateStore?
-        if job.kind == .verify && job.statePath == nil {
+        let statePath = job.statePath.map { ($0 as NSString).expandingTildeInPath }
+            ?? SQLiteStateStore.defaultPath(jobID: SQLiteStateStore.jobID(for: [job.kind.rawValue, job.from.location.description,
+                                                                                job.to.location.description]))
+        if (job.kind == .verify && job.statePath == nil) || (job.dryRun && !FileManager.default.fileExists(atPath: statePath)) {
+            // Verify needs no state; a first dry run must not create one.
             state = MemoryStateStore()
         } else {
-            let path = job.statePath.map { ($0 as NSString).expandingTildeInPath }
-                ?? SQLiteStateStore.defaultPath(jobID: SQLiteStateStore.jobID(for: [job.kind.rawValue, job.from.location.description,
-                                                                                    job.to.location.description]))
+            let path = statePath
             let s = try SQLiteStateStore(path: path)
             sqlite = s
             state = s
@@ -90,6 +109,14 @@ enum JobExecutor {
         }
         return JobResult(report: report, exitCode: report.exitCode,
                          summary: summary(report, job: job, seconds: Date().timeIntervalSince(started)))
+    }
+
+    static func localPath(_ l: StoreLocation) -> String? {
+        switch l {
+        case .maildir(let p), .mbox(let p): return p
+        case .archive(let p): return p + "/catalog.sqlite"
+        default: return nil
+        }
     }
 
     static func summary(_ r: Report, job: JobSpec, seconds: TimeInterval) -> [String] {

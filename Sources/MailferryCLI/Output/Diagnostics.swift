@@ -61,6 +61,15 @@ public enum Diagnostics {
         }
     }
 
+    /// A run's summary line: plain text, or a JSON log line with `--log-format json`.
+    static func summary(_ text: String) {
+        if settings.logFormat == .json {
+            writeLine(JSONLogHandler.line(level: .notice, label: "mailferry", message: text, metadata: ["event": "summary"]))
+        } else {
+            writeLine(text)
+        }
+    }
+
     static func error(_ text: String) {
         if settings.logFormat == .json {
             writeLine(JSONLogHandler.line(level: .error, label: "mailferry", message: text, metadata: [:]))
@@ -124,7 +133,7 @@ struct JSONLogHandler: LogHandler {
         obj["level"] = level.rawValue
         obj["logger"] = label
         obj["message"] = SecretRedactor.shared.redact(message)
-        guard let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else { return message }
+        guard let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]) else { return message }
         return String(decoding: data, as: UTF8.self)
     }
 }
