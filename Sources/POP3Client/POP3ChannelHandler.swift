@@ -55,7 +55,8 @@ final class POP3ChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        let mapped = (error as? MailError) ?? MailNetErrors.map(error, host: machine.configuration.host, port: 0, during: "POP3")
+        let mapped = (error as? MailError) ?? MailNetErrors.map(error, host: machine.configuration.host, port: machine.configuration.port,
+                                                                  during: "the POP3 session")
         perform(machine.errorCaught(mapped))
     }
 

@@ -67,8 +67,8 @@ public final class POP3Connection: @unchecked Sendable {
     /// STLS); for tests of the pre-login state.
     static func open(settings: ConnectionSettings, options: POP3ClientOptions, logger: Logger) async throws -> POP3Connection {
         let configuration = POP3ConnectionStateMachine.Configuration(
-            host: settings.host, responseTimeout: settings.responseTimeout,
-            highWatermark: options.highWatermark, lowWatermark: options.highWatermark / 4, limits: options.limits)
+            host: settings.host, port: settings.port, responseTimeout: settings.responseTimeout,
+            highWatermark: options.highWatermark, limits: options.limits)
         let box = NIOLockedValueBox<NIOLoopBound<POP3ChannelHandler>?>(nil)
         let channel = try await MailConnector.connect(settings: settings, logger: logger) { channel in
             try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
@@ -237,7 +237,9 @@ public final class POP3Connection: @unchecked Sendable {
         let g = try await status(for: .noop)
         greeting = g
         guard g.isOK else {
-            throw fail(POP3Errors.refused(g, command: .noop, host: settings.host, during: true))
+            if g.code != nil { throw fail(POP3Errors.refused(g, command: .noop, host: settings.host)) }
+            throw fail(MailError(.connection, scope: .account, retryable: true,
+                                 "\(settings.host) turned the connection away: \(g.text)"))
         }
         capabilities = try await fetchCapabilities()
         switch settings.tls {
@@ -513,14 +515,9 @@ public final class POP3Connection: @unchecked Sendable {
         }
         try await refill(0)
         for i in 0..<commands.count {
-            let s: POP3StatusLine
-            do { s = try await status(for: commands[i]) } catch {
-                throw error
-            }
+            let s = try await status(for: commands[i])
             // This reply is being read: the next command may go out now.
-            do { try await refill(sent - i - 1) } catch {
-                throw error
-            }
+            try await refill(sent - i - 1)
             let kind = commands[i].responseKind
             let stream = (s.isOK && (kind == .multiLineStream || kind == .multiLineLines)) ? POP3MessageStream(self) : nil
             do {
@@ -529,9 +526,8 @@ public final class POP3Connection: @unchecked Sendable {
             } catch {
                 // Keep the session in step: the rest of this reply and the
                 // replies already asked for are skipped later.
-                if let stream, !stream.isFinished {
-                    do { try await stream.drain() } catch { throw error }
-                }
+                // (If the connection broke, it stays broken; the first error is what counts.)
+                if let stream, !stream.isFinished { try? await stream.drain() }
                 unreadReplies.append(contentsOf: commands[(i + 1)..<sent].map(\.responseKind))
                 throw error
             }

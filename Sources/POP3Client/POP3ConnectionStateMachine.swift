@@ -15,18 +15,19 @@ import POP3Core
 public struct POP3ConnectionStateMachine: Sendable {
     public struct Configuration: Sendable {
         public var host: String
+        public var port: Int
         public var responseTimeout: Duration
-        /// Buffered events at which socket reads stop, and below which they resume.
+        /// Parsed events buffered at which socket reads stop; they resume
+        /// when the consumer takes them (it takes all buffered at once).
         public var highWatermark: Int
-        public var lowWatermark: Int
         public var limits: POP3ParserLimits
 
-        public init(host: String, responseTimeout: Duration, highWatermark: Int = 16, lowWatermark: Int = 4,
+        public init(host: String, port: Int = 0, responseTimeout: Duration, highWatermark: Int = 16,
                     limits: POP3ParserLimits = POP3ParserLimits()) {
             self.host = host
+            self.port = port
             self.responseTimeout = responseTimeout
             self.highWatermark = max(1, highWatermark)
-            self.lowWatermark = min(max(0, lowWatermark), max(1, highWatermark) - 1)
             self.limits = limits
         }
     }
@@ -112,7 +113,9 @@ public struct POP3ConnectionStateMachine: Sendable {
 
     /// The consumer asks for the next events.
     public mutating func consumerNext() -> [Action] {
-        precondition(!consumerWaiting, "one consumer request at a time")
+        // A second request while one waits replaces it (the handler fails the
+        // old one); the new one is answered when events arrive.
+        if consumerWaiting { return [] }
         if !buffered.isEmpty {
             let events = buffered
             buffered.removeAll(keepingCapacity: true)

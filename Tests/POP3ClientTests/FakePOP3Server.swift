@@ -159,6 +159,9 @@ private final class FakePOP3Handler: ChannelInboundHandler {
                 return login(context, ok: decoded == expected)
             case "PLAIN":
                 return login(context, ok: decoded == "\u{0}\(config.user)\u{0}\(config.password)")
+            case "OAUTHBEARER":
+                return login(context, ok: decoded.hasPrefix("n,a=\(config.user),\u{01}")
+                             && decoded.contains("\u{01}auth=Bearer \(config.oauthToken ?? "")\u{01}\u{01}"))
             default:
                 return send(context, "-ERR unknown" + eol)
             }
@@ -191,7 +194,7 @@ private final class FakePOP3Handler: ChannelInboundHandler {
         case "AUTH" where !loggedIn:
             let parts = arg.split(separator: " ").map(String.init)
             let mech = parts.first?.uppercased() ?? ""
-            if mech == "XOAUTH2", config.oauthToken != nil {
+            if mech == "XOAUTH2" || mech == "OAUTHBEARER", config.oauthToken != nil {
                 // Office 365: only the two-step form works.
                 guard parts.count == 1 else { return send(context, "-ERR Protocol error" + eol) }
                 saslMechanism = mech

@@ -285,6 +285,64 @@ typealias NIOLockLike = NIOLock
         #expect(sent == "user=someone@contoso.onmicrosoft.com\u{01}auth=Bearer \(token)\u{01}\u{01}")
     }
 
+    @Test func oauthBearerTwoStep() async throws {
+        var cfg = FakePOP3Server.Config(messages: sampleMessages(1))
+        cfg.capa = ["UIDL", "SASL OAUTHBEARER XOAUTH2"]
+        cfg.oauthToken = "bearer-token"
+        let server = try FakePOP3Server(cfg)
+        defer { server.stop() }
+        let creds = Credentials(user: "alice", secret: .oauth2(.fixed("bearer-token")))
+        let c = try await POP3Connection.connect(settings: fakeSettings(server), credentials: creds, logger: testLogger)
+        #expect(c.loginMethod == "OAUTHBEARER")
+        try await c.quit()
+        #expect(server.commands.contains("AUTH OAUTHBEARER"))
+    }
+
+    @Test func addedFinalCRLFIsStrippedButRealOnesKept() async throws {
+        let msgs: [[UInt8]] = [
+            Array("Subject: no final newline\r\n\r\nlast line".utf8),
+            Array("Subject: final CRLF\r\n\r\nlast line\r\n".utf8),
+            Array("Subject: blank last line\r\n\r\nx\r\n\r\n".utf8),
+            Array("Subject: dot last\r\n\r\n.".utf8),
+        ]
+        let server = try FakePOP3Server(.init(messages: msgs))
+        defer { server.stop() }
+        let store = try await POP3Store.open(settings: fakeSettings(server), credentials: .password(user: "alice", "s3cret pass"),
+                                             logger: testLogger)
+        let listing = try await store.listMessages(in: .inbox)
+        let bytes = try await fetchAll(store, listing.messages.map(\.id))
+        for (i, m) in listing.messages.enumerated() { #expect(bytes[m.id] == msgs[i]) }
+        try await store.close()
+    }
+
+    @Test func abandonedBodiesAndAFailingHandlerLeaveTheSessionInStep() async throws {
+        let msgs = sampleMessages(6)
+        let server = try FakePOP3Server(.init(messages: msgs))
+        defer { server.stop() }
+        let store = try await POP3Store.open(settings: fakeSettings(server), credentials: .password(user: "alice", "s3cret pass"),
+                                             logger: testLogger)
+        #expect(store.isPipelining)
+        let ids = try await store.listMessages(in: .inbox).messages.map(\.id)
+        struct Stop: Error {}
+        let firstChunks = Collected()
+        // Read only the first chunk of each body; fail on the third message
+        // while the next RETRs are already in flight.
+        await #expect(throws: Stop.self) {
+            _ = try await store.fetchMessages(ids, in: .inbox) { info, body in
+                var it = body.makeAsyncIterator()
+                if let c = try await it.next() { firstChunks.add(info.id, Array(c.readableBytesView)) }
+                if info.id == ids[2] { throw Stop() }
+            }
+        }
+        #expect(firstChunks.sequence == Array(ids.prefix(3)))
+        // The same session goes on, in step with the server.
+        let rest = try await fetchAll(store, Array(ids[3...]))
+        for i in 3..<6 { #expect(rest[ids[i]] == msgs[i]) }
+        let folders = try await store.folders()
+        #expect(folders.first?.messageCount == 6)
+        try await store.close()
+    }
+
     @Test func refreshesARefusedToken() async throws {
         var cfg = FakePOP3Server.Config(messages: sampleMessages(1))
         cfg.capa = ["UIDL", "SASL XOAUTH2"]

@@ -9,7 +9,7 @@ import Testing
     typealias M = POP3ConnectionStateMachine
 
     func machine(high: Int = 4) -> M {
-        M(configuration: .init(host: "pop.example", responseTimeout: .seconds(5), highWatermark: high, lowWatermark: 1))
+        M(configuration: .init(host: "pop.example", responseTimeout: .seconds(5), highWatermark: high))
     }
 
     func delivered(_ actions: [M.Action]) -> [POP3ResponseEvent] {
