@@ -84,7 +84,14 @@ public enum FolderRole: String, Sendable, Codable, Hashable, CaseIterable {
 }
 
 enum Glob {
-    static func match(pattern p: [Character], name n: [Character]) -> Bool {
+    /// `*` matches within one level, `**` across levels (and `**/` also
+    /// matches no level at all, as in shells with globstar), `?` one
+    /// character other than `/`. A pattern's leading `INBOX` matches in any case.
+    static func match(pattern: [Character], name n: [Character]) -> Bool {
+        var p = pattern
+        if p.count >= 5, String(p[0..<5]).uppercased() == "INBOX", p.count == 5 || p[5] == "/" {
+            p.replaceSubrange(0..<5, with: Array("INBOX"))
+        }
         var memo = [Int: Bool]()
         func go(_ i: Int, _ j: Int) -> Bool {
             let k = i * (n.count + 1) + j
@@ -95,13 +102,18 @@ enum Glob {
             } else if p[i] == "*" {
                 let deep = i + 1 < p.count && p[i + 1] == "*"
                 let next = deep ? i + 2 : i + 1
-                var jj = j
-                var ok = go(next, jj)
-                while !ok, jj < n.count, deep || n[jj] != "/" {
-                    jj += 1
-                    ok = go(next, jj)
+                // "**/" may stand for no level at all.
+                if deep, next < p.count, p[next] == "/", go(next + 1, j) {
+                    r = true
+                } else {
+                    var jj = j
+                    var ok = go(next, jj)
+                    while !ok, jj < n.count, deep || n[jj] != "/" {
+                        jj += 1
+                        ok = go(next, jj)
+                    }
+                    r = ok
                 }
-                r = ok
             } else if j < n.count, p[i] == "?" ? n[j] != "/" : p[i] == n[j] {
                 r = go(i + 1, j + 1)
             } else {
@@ -110,13 +122,6 @@ enum Glob {
             memo[k] = r
             return r
         }
-        if go(0, 0) { return true }
-        // INBOX matches case-insensitively.
-        let upper = String(n).uppercased()
-        if upper == "INBOX" || upper.hasPrefix("INBOX/") {
-            let fixed = Array("INBOX" + String(n).dropFirst(5))
-            if fixed != n { return match(pattern: p, name: fixed) }
-        }
-        return false
+        return go(0, 0)
     }
 }

@@ -99,6 +99,8 @@ public struct HeaderReader: Sendable {
         var l = line
         line.removeAll(keepingCapacity: true)
         if l.last == 0x0D { l.removeLast() }
+        // A UTF-8 byte order mark before the first header (some Windows tools write one).
+        if !sawField, l.starts(with: [0xEF, 0xBB, 0xBF]) { l.removeFirst(3) }
         if l.isEmpty {
             completeField()
             isComplete = true
@@ -106,20 +108,45 @@ public struct HeaderReader: Sendable {
         }
         if l[0] == 0x20 || l[0] == 0x09 {
             // Continuation of the current field (unfolding keeps the WSP).
+            strayLine = false
             if field != nil { field!.append(contentsOf: l) }
             return
         }
-        completeField()
-        if l.contains(UInt8(ascii: ":")) {
+        if HeaderReader.isFieldLine(l) {
+            strayLine = false
+            completeField()
             field = l
-        } else if summary == HeaderSummary() && !l.starts(with: Array("From ".utf8)) && !l.starts(with: Array(">From ".utf8)) {
-            // Not a header line and nothing seen yet except perhaps an mbox
-            // separator: a message with no header at all. Everything is body.
-            isComplete = true
-        } else if !(l.starts(with: Array("From ".utf8)) || l.starts(with: Array(">From ".utf8))) {
-            // A line that is not a header ends the block (missing separator).
-            isComplete = true
+            sawField = true
+            return
         }
+        if l.starts(with: HeaderReader.mboxFrom) || l.starts(with: HeaderReader.quotedMboxFrom) {
+            return  // an mbox separator (or its quoted form) before or among the headers
+        }
+        if !sawField || strayLine {
+            // No header at all (everything is body), or a second line that is
+            // not a header: the block ended (a missing blank line) at the first.
+            completeField()
+            isComplete = true
+            return
+        }
+        // One stray line inside the header block is tolerated (RFC 2822
+        // A.6.3 shows one); if a header or continuation follows, reading goes on.
+        strayLine = true
+    }
+
+    private var strayLine = false
+    private var sawField = false
+    static let mboxFrom = Array("From ".utf8)
+    static let quotedMboxFrom = Array(">From ".utf8)
+
+    /// `field-name ":"`, where the name is printable US-ASCII without
+    /// spaces; white space before the colon is allowed (obs-optional, RFC 5322 §4.5).
+    static func isFieldLine(_ l: [UInt8]) -> Bool {
+        guard let colon = l.firstIndex(of: UInt8(ascii: ":")) else { return false }
+        var end = colon
+        while end > 0, l[end - 1] == 0x20 || l[end - 1] == 0x09 { end -= 1 }
+        guard end > 0 else { return false }
+        return l[0..<end].allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
     private mutating func completeField() {
@@ -213,15 +240,23 @@ public enum RFC5322Date {
             if depth > 0 { continue }
             cleaned.append(ch == "," || ch == "\t" || ch == "\r" || ch == "\n" ? " " : ch)
         }
+        // obs-time allows white space around the colons: "09 :   55  :  06".
+        while let r = cleaned.range(of: " :") { cleaned.replaceSubrange(r, with: ":") }
+        while let r = cleaned.range(of: ": ") { cleaned.replaceSubrange(r, with: ":") }
         var tokens = cleaned.split(separator: " ").map { String($0) }
         guard !tokens.isEmpty else { return nil }
-        // Optional day name ("Tue" or "Tuesday").
+        // Optional day name ("Tue", "Tuesday", "Tue.").
         let dayNames = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        if let first = tokens.first, first.count >= 3, first.allSatisfy(\.isLetter),
-           dayNames.contains(String(first.lowercased().prefix(3))) {
-            tokens.removeFirst()
+        if var first = tokens.first {
+            if first.hasSuffix(".") { first.removeLast() }
+            if first.count >= 3, first.allSatisfy(\.isLetter), dayNames.contains(String(first.lowercased().prefix(3))) {
+                tokens.removeFirst()
+            }
         }
-        guard tokens.count >= 3 else { return nil }
+        guard tokens.count >= 3 else {
+            // Some software writes ISO 8601 into Date:.
+            return tokens.count == 1 ? InternalDate(iso8601: tokens[0]) : nil
+        }
         var day: Int?
         var month: Int?
         var idx = 0
@@ -263,15 +298,26 @@ public enum RFC5322Date {
             timeTok = t[1]
             t.removeFirst(2)
         }
-        guard var year = Int(yearTok) else { return nil }
+        guard var year = Int(yearTok), yearTok.count <= 4 else { return nil }
         if yearTok.count <= 2 { year += year < 50 ? 2000 : 1900 } else if yearTok.count == 3 { year += 1900 }
-        let hms = timeTok.split(separator: ":").map { Int($0) }
-        guard hms.count >= 2, hms.allSatisfy({ $0 != nil }) else { return nil }
-        let h = hms[0]!, mi = hms[1]!, s = hms.count > 2 ? hms[2]! : 0
+        // A zone glued to the time: "00:01+0000".
+        if let signAt = timeTok.firstIndex(where: { $0 == "+" || $0 == "-" }) {
+            t.insert(String(timeTok[signAt...]), at: 0)
+            timeTok = String(timeTok[..<signAt])
+        }
+        var hms = timeTok.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        // Fractional seconds: "35.882".
+        if hms.count == 3, let dot = hms[2].firstIndex(of: ".") { hms[2] = String(hms[2][..<dot]) }
+        let nums = hms.map { Int($0) }
+        guard nums.count == 2 || nums.count == 3, nums.allSatisfy({ $0 != nil }) else { return nil }
+        let h = nums[0] ?? 0, mi = nums[1] ?? 0, s = nums.count > 2 ? (nums[2] ?? 0) : 0
         var zone = 0
-        if let z = t.first {
+        if let z0 = t.first {
+            let z = String(z0.filter { $0 != ":" })
             if let sign = z.first, sign == "+" || sign == "-", z.count >= 5, let v = Int(z.dropFirst().prefix(4)) {
                 zone = (sign == "-" ? -1 : 1) * (v / 100 * 60 + v % 100)
+            } else if z.count == 4, z.allSatisfy(\.isNumber), let v = Int(z) {
+                zone = v / 100 * 60 + v % 100  // a zone that lost its sign
             } else if let v = zones[z.lowercased()] {
                 zone = v
             } else if z.count == 1, let c = z.lowercased().first, c.isLetter {

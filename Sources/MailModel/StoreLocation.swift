@@ -93,6 +93,8 @@ public enum StoreLocation: Hashable, Sendable, CustomStringConvertible {
             } else if !after.isEmpty {
                 throw usage("unexpected '\(after)' after host")
             }
+        } else if hostport.filter({ $0 == ":" }).count > 1 {
+            throw usage("an IPv6 address goes in brackets, as in \(scheme)://user@[\(hostport)]")
         } else if let colon = hostport.lastIndex(of: ":") {
             host = String(hostport[..<colon])
             guard let p = Int(hostport[hostport.index(after: colon)...]), (1...65535).contains(p) else {
@@ -100,7 +102,11 @@ public enum StoreLocation: Hashable, Sendable, CustomStringConvertible {
             }
             port = p
         }
-        guard !host.isEmpty, !host.contains("/") else { throw usage("\(scheme):// needs a host") }
+        guard !host.isEmpty else { throw usage("\(scheme):// needs a host") }
+        guard !host.contains("/"), !host.contains("?"), !host.contains("#") else {
+            throw usage("\(scheme):// takes no path or query after the host ('\(hostport)')",
+                        hint: "choose folders with --folder")
+        }
         let account = NetworkAccount(user: user, host: host, port: port, tls: tls)
         self = isIMAP ? .imap(account) : .pop3(account)
     }

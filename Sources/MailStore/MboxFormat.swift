@@ -57,13 +57,6 @@ enum MboxFormat {
         return nil
     }
 
-    /// True when a `From ` line carries a date (so it separates messages even
-    /// without a blank line before it).
-    static func looksLikeFromLine(_ prefix: [UInt8]) -> Bool {
-        guard prefix.starts(with: from) else { return false }
-        return date(ofFromLine: prefix) != nil
-    }
-
     /// Number of `>` before `From ` when the line is a quoted From line.
     static func quoteDepth(_ prefix: [UInt8]) -> Int? {
         var i = 0
@@ -150,7 +143,6 @@ struct MboxScanner {
         var inHeaders = false
         var status: String?, xStatus: String?, keywords: String?
         var contentLength: Int64?
-        var prevEmpty = true
         var lastLineStart: Int64 = 0
         var lastLineEmpty = false
         var sawContent = false
@@ -173,7 +165,6 @@ struct MboxScanner {
         func handleLine(end: Int64) throws -> Int64? {
             let isEmpty = prefix.isEmpty || prefix == [0x0D]
             defer {
-                prevEmpty = isEmpty
                 lastLineStart = lineStart
                 lastLineEmpty = isEmpty
             }
@@ -259,7 +250,6 @@ struct MboxScanner {
                 pos = target
                 lineStart = target
                 // The body was skipped: the next line decides by itself.
-                prevEmpty = true
                 lastLineEmpty = false
                 lastLineStart = target
                 continue

@@ -601,7 +601,7 @@ public final class MboxStore: MailStore, @unchecked Sendable {
 
         let flags = Flags(request.flags.filter { $0.isSystem || $0.isValidKeyword })
         let dropped = request.flags.filter { $0.isKeyword && !$0.isValidKeyword }
-        var iterator = body.makeAsyncIterator()
+        let iterator = BodyIterator(body)
         let fromLine = MboxFormat.fromLine(date: request.internalDate ?? .now())
         let (length, statusBytes, addedLF, hasher, quoted) = try await writeEntry(
             fd: fd, path: ps.file, fromLine: fromLine, flags: flags,
@@ -723,6 +723,13 @@ public final class MboxStore: MailStore, @unchecked Sendable {
     }
 
     public func close() async throws {}
+}
+
+/// Reads a `MessageBody` chunk by chunk from a closure.
+final class BodyIterator: @unchecked Sendable {
+    private var iterator: MessageBody.AsyncIterator
+    init(_ body: MessageBody) { iterator = body.makeAsyncIterator() }
+    func next() async throws -> ByteBuffer? { try await iterator.next() }
 }
 
 extension Int32 {

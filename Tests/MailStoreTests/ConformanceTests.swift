@@ -52,3 +52,54 @@ struct ConformanceTests {
         }
     }
 }
+
+/// The suite is not vacuous: a store that loses a flag or changes a byte fails it.
+struct ConformanceSensitivityTests {
+    final class Faulty: MailStore, @unchecked Sendable {
+        enum Fault: Sendable { case byte, flag, date }
+        let inner: MaildirStore
+        let fault: Fault
+        init(_ inner: MaildirStore, _ fault: Fault) { self.inner = inner; self.fault = fault }
+        var location: StoreLocation { inner.location }
+        var capabilities: StoreCapabilities { inner.capabilities }
+        func folders() async throws -> [FolderInfo] { try await inner.folders() }
+        func createFolder(_ path: FolderPath) async throws { try await inner.createFolder(path) }
+        func listMessages(in folder: FolderPath, options: ListOptions) async throws -> FolderListing {
+            var l = try await inner.listMessages(in: folder, options: options)
+            if let i = l.messages.indices.last {
+                switch fault {
+                case .flag: l.messages[i].flags.remove(.seen); l.messages[i].flags.insert(.draft)
+                case .date: l.messages[i].internalDate = InternalDate(secondsSinceEpoch: 1)
+                case .byte: break
+                }
+            }
+            return l
+        }
+        func fetchMessages(_ ids: [MessageID], in folder: FolderPath,
+                           _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws -> [MessageID] {
+            let fault = self.fault
+            return try await inner.fetchMessages(ids, in: folder) { info, body in
+                guard fault == .byte else { return try await handler(info, body) }
+                var all = try await body.collect()
+                if all.readableBytes > 3 { all.setInteger(UInt8(ascii: "#"), at: all.readerIndex + 3) } else { all.writeString("#") }
+                try await handler(info, .bytes(all))
+            }
+        }
+        func append(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend {
+            try await inner.append(to: folder, request, body: body)
+        }
+        func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
+            try await inner.setFlags(flags, change, for: ids, in: folder)
+        }
+        func delete(_ ids: [MessageID], in folder: FolderPath) async throws { try await inner.delete(ids, in: folder) }
+        func close() async throws {}
+    }
+
+    @Test(arguments: [Faulty.Fault.byte, .flag, .date])
+    func faultyStoresFail(_ fault: Faulty.Fault) async throws {
+        try await withTempDirectory { dir in
+            let suite = StoreConformance(name: "faulty", log: { _ in }) { Faulty(try MaildirStore(root: dir + "/s", create: true), fault) }
+            await #expect(throws: ConformanceFailure.self) { try await suite.inboxRoundTrip() }
+        }
+    }
+}
