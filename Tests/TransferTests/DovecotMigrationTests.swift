@@ -24,6 +24,12 @@ struct DovecotMigrationTests {
                                    credentials: .password(user: a.user, a.password), logger: logger) }
     }
 
+    static func imap(_ f: DovecotFixture, _ a: TestAccount, via proxy: FaultProxy) -> StoreFactory {
+        { try await IMAPStore.open(settings: ConnectionSettings(host: proxy.host, port: proxy.port, tls: .startTLS, caFile: f.caFile,
+                                                               connectTimeout: .seconds(20), responseTimeout: .seconds(60)),
+                                   credentials: .password(user: a.user, a.password), logger: logger) }
+    }
+
     static func pop3(_ f: DovecotFixture, _ a: TestAccount) -> StoreFactory {
         { try await POP3Store.open(settings: ConnectionSettings(host: f.host, port: f.pop3Port, tls: .startTLS, caFile: f.caFile,
                                                                connectTimeout: .seconds(20), responseTimeout: .seconds(120)),
@@ -168,4 +174,34 @@ struct DovecotMigrationTests {
         #expect(try f.messages(user: from.user).isEmpty)
         #expect(try f.messages(user: to.user).count == 6)
     }
+
+    @Test func connectionsDroppedMidFetchAndMidAppendAreRetriedAndRecovered() async throws {
+        let f = try DovecotFixture.shared()
+        let from = f.makeUser(prefix: "drop-src")
+        let to = f.makeUser(prefix: "drop-dst")
+        try f.seed(user: from.user, messages: (1...30).map { SeedMessage(makeMessage($0, bodyLines: 60), flags: [.seen]) })
+        // The first source connection breaks while bodies stream to us; the
+        // first three destination connections break while we send APPEND data.
+        let srcProxy = try await FaultProxy.start(upstreamPort: f.imapPort) { n in
+            n == 0 ? [.cutAfter(bytes: 40_000, direction: .toClient)] : []
+        }
+        let dstProxy = try await FaultProxy.start(upstreamPort: f.imapPort) { n in
+            n < 3 ? [.cutAfter(bytes: 30_000, direction: .toServer)] : []
+        }
+        var options = MigrationOptions()
+        options.retry = RetryPolicy(maxAttempts: 6, baseDelay: 0.05, maxDelay: 1)
+        let state = MemoryStateStore()
+        let report = try await Self.job(Self.imap(f, from, via: srcProxy), Self.imap(f, to, via: dstProxy), state: state, options).run()
+        await srcProxy.stop()
+        await dstProxy.stop()
+        #expect(report.exitCode == 0, "\(report.failures)")
+        #expect(srcProxy.statistics.faultsInjected >= 1, "a fetch was cut")
+        #expect(dstProxy.statistics.faultsInjected >= 1, "an append was cut")
+        let want = Set(Self.keys(try f.messages(user: from.user)))
+        let got = Self.keys(try f.messages(user: to.user))
+        #expect(Set(got) == want, "nothing lost")
+        #expect(got.count == want.count, "nothing duplicated")
+        #expect(try state.openEntries().isEmpty)
+    }
 }
+
