@@ -70,12 +70,39 @@ bench-deps:
 	  echo "make bench-deps: not root and no sudo; missing$$missing (those peers are skipped)" >&2; \
 	fi
 
-install: release
+install: release man completions
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/mailferry" $(DESTDIR)$(PREFIX)/bin/mailferry
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 $(GENERATED)/man/man1/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0644 $(GENERATED)/completions/mailferry.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/mailferry
+	install -m 0644 $(GENERATED)/completions/_mailferry $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_mailferry
+	install -m 0644 $(GENERATED)/completions/mailferry.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/mailferry.fish
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/mailferry
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man1/mailferry.1 $(DESTDIR)$(PREFIX)/share/man/man1/mailferry.*.1
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/mailferry $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_mailferry $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/mailferry.fish
+
+# Man pages (one per command) and shell completions, generated from the argument
+# parser into .build/share: `make man`, `make completions`; `make install` installs them.
+GENERATED := .build/share
+
+man: release
+	$(SWIFT) package --allow-writing-to-package-directory generate-manual --multi-page --configuration release $(SWIFT_BUILD_FLAGS)
+	rm -rf $(GENERATED)/man/man1 && install -d $(GENERATED)/man/man1
+	cp .build/plugins/GenerateManual/outputs/mailferry/*.1 $(GENERATED)/man/man1/
+	rm -f $(GENERATED)/man/man1/mailferry.help.1
+	@echo "man pages in $(GENERATED)/man/man1 (try: man -l $(GENERATED)/man/man1/mailferry.migrate.1)"
+
+completions: release
+	install -d $(GENERATED)/completions
+	bin="$$($(SWIFT) build -c release --show-bin-path)/mailferry"; \
+	"$$bin" --generate-completion-script bash > $(GENERATED)/completions/mailferry.bash && \
+	"$$bin" --generate-completion-script zsh > $(GENERATED)/completions/_mailferry && \
+	"$$bin" --generate-completion-script fish > $(GENERATED)/completions/mailferry.fish
+	@echo "completions in $(GENERATED)/completions"
 
 clean:
 	rm -rf .build

@@ -109,7 +109,8 @@ let package = Package(
         .target(
             name: "MailferryCLI",
             dependencies: [
-                "MailModel", "MailStore", "ArchiveStore", "SyncState", "Transfer",
+                "MailModel", "MailStore", "ArchiveStore", "SyncState", "Transfer", "MailNet",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -147,7 +148,11 @@ let package = Package(
         .testTarget(name: "MailStoreTests", dependencies: ["MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState"], swiftSettings: swift6),
         .testTarget(name: "SyncStateTests", dependencies: ["SyncState"], swiftSettings: swift6),
-        .testTarget(name: "TransferTests", dependencies: ["Transfer", "MailTestSupport"], swiftSettings: swift6),
-        .testTarget(name: "MailferryCLITests", dependencies: ["MailferryCLI", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "TransferTests", dependencies: ["Transfer", "SyncState", "MailStore", "MailNet", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "MailferryCLITests", dependencies: [
+            "MailferryCLI", "MailTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: swift6),
     ]
 )

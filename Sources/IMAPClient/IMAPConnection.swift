@@ -293,6 +293,22 @@ public final class IMAPConnection: Sendable {
         return PendingCommand(id: id, name: command.name, sink: sink, connection: self)
     }
 
+    /// Sends several commands whose responses go to one sink, in wire order.
+    /// For pipelined commands whose data the server may interleave or finish
+    /// out of order (Dovecot runs pipelined FETCHes in parallel): the caller
+    /// matches data by UID and counts one `.completed` per command.
+    public func submitGroup(_ commands: [OutboundCommand]) -> ResponseSink {
+        let handler = self.handler
+        let sink = ResponseSink(highWater: options.streamHighWater) { [channel] in
+            channel.eventLoop.execute { handler.value.resumeReading() }
+        }
+        let ids = commands.map { _ in self.ids.next() }
+        channel.eventLoop.execute {
+            for (id, command) in zip(ids, commands) { handler.value.submit(id, command, sink: sink) }
+        }
+        return sink
+    }
+
     /// Sends a command and collects its reply.
     @discardableResult
     public func execute(_ command: Command, scope: MailError.Scope = .folder) async throws -> CommandResponse {

@@ -335,8 +335,40 @@ public final class DovecotFixture: Sendable {
         } else if let current = Self.readMasterPID(root: root), Self.isDovecot(pid: current, config: configFile) {
             Self.terminate(pid: current)
         }
+        // The master is gone; its children (login, auth, log...) follow within moments.
+        // Wait for the listeners to close, then kill any straggler of this instance.
+        let ports = [imapPort, imapsPort, pop3Port, pop3sPort]
+        for _ in 0..<60 where ports.contains(where: { Self.canConnect(port: $0) }) {
+            usleep(50_000)
+        }
+        Self.killInstanceProcesses(instance: Self.instanceName(root: root))
         try? FileManager.default.removeItem(atPath: root + "/fixture.json")
         if removeFiles { try? FileManager.default.removeItem(atPath: root) }
+    }
+
+    /// Unique per fixture directory (the base name plus a hash of the full path), so two
+    /// fixtures in directories with the same base name never touch each other's processes.
+    static func instanceName(root: String) -> String {
+        var hash: UInt32 = 2_166_136_261
+        for byte in root.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        let base = String((root as NSString).lastPathComponent.prefix(24))
+        return "mailferry-\(base)-" + String(format: "%08x", hash)
+    }
+
+    /// SIGKILLs every process whose title is `dovecot-<instance>/...` (Dovecot's children
+    /// rename themselves so).
+    static func killInstanceProcesses(instance: String) {
+        #if os(Linux)
+        let prefix = "dovecot-\(instance)/"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for entry in entries {
+            guard let pid = Int32(entry), pid != getpid(),
+                  let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+            if String(decoding: data.prefix(prefix.utf8.count), as: UTF8.self) == prefix {
+                _ = kill(pid, SIGKILL)
+            }
+        }
+        #endif
     }
 
     static func terminate(pid: Int32) {
@@ -644,7 +676,7 @@ public final class DovecotFixture: Sendable {
         let loginChroot = isRoot ? "" : "  chroot =\n"
         return """
         # mailferry test fixture (generated; do not edit)
-        instance_name = mailferry-\((r as NSString).lastPathComponent)
+        instance_name = \(instanceName(root: r))
         base_dir = \(r)/run
         state_dir = \(r)/state
         log_path = \(r)/log/dovecot.log

@@ -110,8 +110,14 @@ public struct MigrationJob: Sendable {
     /// The folder half of the plan, for `mailferry folders`-style previews and tests.
     public func folderPlan() async throws -> FolderPlan {
         let s = try await openSessions()
-        defer { Task { await s.close() } }
-        return try await planFolders(s)
+        do {
+            let plan = try await planFolders(s)
+            await s.close()
+            return plan
+        } catch {
+            await s.close()
+            throw Self.mapped(error)
+        }
     }
 
     // MARK: Internals

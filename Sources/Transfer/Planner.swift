@@ -241,17 +241,30 @@ public enum Planner {
     // MARK: Messages
 
     /// Two listed messages that could be the same message: the cheap filter
-    /// before hashing. Headers must agree when both sides listed them; sizes
-    /// must be within what line-ending normalisation can explain (a message
-    /// with bare LFs grows by at most a factor of two when normalised to CRLF).
+    /// before hashing. Headers must agree where both sides listed them (a
+    /// field one side could not read matches anything: header listings of
+    /// different stores are not equally complete); sizes must be within what
+    /// line-ending normalisation can explain (a message with bare LFs grows by
+    /// at most a factor of two when normalised to CRLF).
     public static func mayBeSame(_ a: MessageInfo, _ b: MessageInfo) -> Bool {
         if let ha = a.headers, let hb = b.headers {
-            guard ha.messageID == hb.messageID, ha.dateRaw == hb.dateRaw, ha.from == hb.from else { return false }
+            guard agree(ha.messageID, hb.messageID), agree(ha.dateRaw, hb.dateRaw), agree(ha.from, hb.from) else { return false }
         }
         if let sa = a.size, let sb = b.size, sa > 0, sb > 0 {
             guard max(sa, sb) <= 2 * min(sa, sb) else { return false }
         }
         return true
+    }
+
+    private static func agree(_ a: String?, _ b: String?) -> Bool {
+        guard let a, let b else { return true }
+        return squeeze(a) == squeeze(b)
+    }
+
+    /// A header value without white space, for comparisons that folding and
+    /// spacing must not upset.
+    static func squeeze(_ s: String) -> String {
+        String(String.UnicodeScalarView(s.unicodeScalars.filter { !$0.properties.isWhitespace }))
     }
 
     /// The actions for one folder pair. When some messages can be told apart
@@ -371,35 +384,29 @@ public enum Planner {
 }
 
 /// Finds the messages that `Planner.mayBeSame` could pair with a message,
-/// without comparing every pair: messages with headers are bucketed by
-/// Message-ID, Date and From; those without are searched by size.
+/// without comparing every pair: messages are bucketed by Message-ID; those
+/// listed without one (or without headers) are compared with everything.
 struct CandidateIndex {
-    private struct Signature: Hashable {
-        var messageID: String?
-        var date: String?
-        var from: String?
-    }
-
-    private var byHeaders: [Signature: [MessageInfo]] = [:]
-    /// Messages listed without headers, by size (unknown sizes first as -1).
-    private var bare: [MessageInfo] = []
+    private var byMessageID: [String: [MessageInfo]] = [:]
+    /// Messages whose Message-ID is unknown: they may pair with any message.
+    private var wild: [MessageInfo] = []
     private var all: [MessageInfo]
 
     init(_ messages: [MessageInfo]) {
         all = messages
         for m in messages {
-            if let h = m.headers {
-                byHeaders[Signature(messageID: h.messageID, date: h.dateRaw, from: h.from), default: []].append(m)
+            if let id = m.headers?.messageID {
+                byMessageID[Planner.squeeze(id), default: []].append(m)
             } else {
-                bare.append(m)
+                wild.append(m)
             }
         }
     }
 
     func candidates(for m: MessageInfo) -> [MessageInfo] {
         let pool: [MessageInfo]
-        if let h = m.headers {
-            pool = (byHeaders[Signature(messageID: h.messageID, date: h.dateRaw, from: h.from)] ?? []) + bare
+        if let id = m.headers?.messageID {
+            pool = (byMessageID[Planner.squeeze(id)] ?? []) + wild
         } else {
             pool = all
         }

@@ -1,2 +1,3 @@
 import MailferryCLI
-await Mailferry.main()
+
+await MailferryMain.main()

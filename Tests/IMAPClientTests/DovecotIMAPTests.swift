@@ -241,7 +241,7 @@ struct DovecotIMAPTests {
         try await IMAPConnection.withConnection(settings: Self.settings(f, .implicit),
                                                 credentials: .password(user: account.user, account.password),
                                                 logger: Self.logger) { c in
-            #expect(c.has(.idle) && c.has(.uidPlus))
+            #expect(c.has(.idle) && c.has(.uidPlus), "\(c.capabilities.map(\.name).sorted())")
             try await c.execute(.create(MailboxName("Sub")))
             let status = try await c.execute(.status(MailboxName("Sub"), [.messages, .uidNext, .uidValidity]))
             #expect(status.untagged.contains { if case .status(_, let s) = $0 { return s.messages == 0 }; return false })

@@ -198,3 +198,38 @@ struct DovecotFixtureTests {
         #expect(!"\(a)".contains(a.password))
     }
 }
+
+@Suite(.enabled(if: DovecotFixture.serverTestsEnabled, "MAILFERRY_SKIP_SERVER_TESTS=1"))
+struct DovecotFixtureLifecycleTests {
+    @Test func aStaleFixtureFromADeadRunIsStoppedAndRemoved() throws {
+        let parent = ProcessInfo.processInfo.environment["MAILFERRY_FIXTURE_ROOT"] ?? "/tmp/mailferry-fixtures"
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let dir = parent + "/dv-stale-\(UUID().uuidString.prefix(8))"
+        let fixture = try DovecotFixture.start(directory: dir, detached: true)
+        #expect(fixture.isRunning)
+        // Pretend it belongs to a run that has died: a pid that has just exited.
+        let dead = try ProcessRunner.spawnDetached("/bin/true", [])
+        var status: Int32 = 0
+        _ = waitpid(dead, &status, 0)
+        var info = fixture.info
+        info.ownerPID = dead
+        try JSONEncoder().encode(info).write(to: URL(fileURLWithPath: dir + "/fixture.json"))
+        DovecotFixture.cleanUpStaleFixtures()
+        #expect(!fixture.isRunning)
+        #expect(!FileManager.default.fileExists(atPath: dir))
+        fixture.stop(removeFiles: true)  // no-op unless the cleanup failed
+    }
+
+    @Test func detachedFixtureStartsAttachesAndStops() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mf-detached-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fixture = try DovecotFixture.start(directory: dir, detached: true)
+        let attached = try DovecotFixture.attach(directory: dir)
+        #expect(attached.info == fixture.info)
+        #expect(DovecotFixture.canConnect(port: attached.imapsPort))
+        attached.stop(removeFiles: false)
+        #expect(!fixture.isRunning)
+        #expect(!DovecotFixture.canConnect(port: fixture.imapsPort))
+        #expect(FileManager.default.fileExists(atPath: dir + "/log/dovecot.log"))
+    }
+}
