@@ -132,7 +132,7 @@ func aCorruptStateFileIsRefusedAndLeftUnchanged(kind: String) throws {
         ? Array("this is not a database, just some text that someone wrote here by mistake".utf8)
         : Array("SQLite format 3\0".utf8) + [UInt8](repeating: 0xAB, count: 4096)
     let path = tempDir() + "/job.sqlite"
-    FileManager.default.createFile(atPath: path, contents: Data(content))
+    #expect(FileManager.default.createFile(atPath: path, contents: Data(content)))
     do {
         let s = try SQLiteStateStore(path: path)
         s.close()
