@@ -123,3 +123,22 @@ fuzz-pop3:
 	  Sources/POP3Core/*.swift Fuzz/POP3/FuzzPOP3.swift -I "$$B/Modules" "$${maps[@]}" "$${objs[@]}" \
 	  -o $(FUZZ_POP3_BIN)
 	$(FUZZ_POP3_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 .build/fuzz/pop3-corpus Fuzz/POP3/seeds
+
+# libFuzzer for the IMAP response parser: IMAPCore is compiled with coverage
+# and ASan; its dependencies come from the debug build. Runs FUZZ_SECONDS.
+FUZZ_BUILD := .build/fuzz
+FUZZ_DEPS := MailModel Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims NIOCore _NIODataStructures _NIOBase64 CNIOLinux CNIODarwin CNIOWindows CNIOWASI CNIOAtomics Atomics _AtomicsShims NIOConcurrencyHelpers DequeModule InternalCollectionsUtilities ContainersPreview BasicContainers
+fuzz-imap:
+	$(SWIFT) build --target IMAPCore $(SWIFT_BUILD_FLAGS)
+	@mkdir -p $(FUZZ_BUILD)/corpus-imap
+	@bin="$$($(SWIFT) build --show-bin-path)"; \
+	objs=(); maps=(); \
+	for d in $(FUZZ_DEPS); do \
+	  if [ -d "$$bin/$$d.build" ]; then while IFS= read -r -d '' o; do objs+=("$$o"); done < <(find "$$bin/$$d.build" -name '*.o' -print0); fi; \
+	  [ -f "$$bin/$$d.build/module.modulemap" ] && maps+=(-Xcc "-fmodule-map-file=$$bin/$$d.build/module.modulemap"); \
+	done; \
+	for inc in $$(find .build/checkouts/swift-nio/Sources .build/checkouts/swift-atomics/Sources .build/checkouts/swift-crypto/Sources -type d -name include 2>/dev/null); do maps+=(-Xcc "-I$$inc"); done; \
+	swiftc -sanitize=fuzzer,address -parse-as-library -Onone -g -module-name FuzzIMAP \
+	  -I "$$bin/Modules" "$${maps[@]}" Sources/IMAPCore/*.swift fuzz/FuzzIMAP.swift "$${objs[@]}" -lstdc++ \
+	  -o $(FUZZ_BUILD)/fuzz-imap
+	$(FUZZ_BUILD)/fuzz-imap -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 $(FUZZ_BUILD)/corpus-imap

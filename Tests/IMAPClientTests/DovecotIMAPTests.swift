@@ -225,6 +225,22 @@ struct DovecotIMAPTests {
         #expect(clock.now - start < .seconds(20))
     }
 
+    @Test func messageWithNULBytesGoesAsLiteral8OrFailsClearly() async throws {
+        let f = try DovecotFixture.shared()
+        let store = try await Self.open(f, .implicit, f.makeUser(prefix: "nul"))
+        defer { Task { try? await store.close() } }
+        let bytes = Array("Subject: nul\r\n\r\nbefore".utf8) + [0] + Array("after\r\n".utf8)
+        do {
+            let r = try await store.append(to: .inbox, AppendRequest(), body: .bytes(bytes)).result()
+            #expect(store.connection.has(.binary))
+            #expect(r.key == MessageKey.of(bytes))
+        } catch let e as MailError {
+            // A server without BINARY: a clear per-message error, never a corrupt copy.
+            #expect(!store.connection.has(.binary))
+            #expect(e.scope == .message && e.kind == .unsupported, "\(e)")
+        }
+    }
+
     @Test func masterUserLoginWithAuthorizationIdentity() async throws {
         let f = try DovecotFixture.shared()
         let account = f.makeUser(prefix: "authz")

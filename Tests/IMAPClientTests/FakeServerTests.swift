@@ -179,6 +179,46 @@ struct FakeServerTests {
         }
     }
 
+    @Test(arguments: ["XOAUTH2", "OAUTHBEARER"])
+    func refusedOAuthTokenIsFetchedAgain(_ mechanism: String) async throws {
+        let attempts = ByteCounter()
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=\(mechanism)] ready\r\n")
+            while let c = try await s.readCommand() {
+                if c.name == "AUTHENTICATE" {
+                    attempts.add(1)
+                    let ir = c.line.split(separator: " ").last.map(String.init) ?? ""
+                    let decoded = String(decoding: Base64.decode(ir) ?? [], as: UTF8.self)
+                    if decoded.contains("token-2") {
+                        try await s.send("\(c.tag) OK [CAPABILITY IMAP4rev1 AUTH=\(mechanism)] welcome\r\n")
+                    } else {
+                        // RFC 7628: an error challenge, the client answers, then NO.
+                        try await s.send("+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n")
+                        _ = try await s.readLine()
+                        try await s.send("\(c.tag) NO [AUTHENTICATIONFAILED] token expired\r\n")
+                    }
+                } else if c.name == "LOGOUT" {
+                    try await s.send("* BYE bye\r\n\(c.tag) OK done\r\n")
+                    return
+                } else {
+                    try await s.send("\(c.tag) OK done\r\n")
+                }
+            }
+        }
+        defer { Task { await server.stop() } }
+        let refreshes = ByteCounter()
+        let provider = TokenProvider { force in
+            if force { refreshes.add(1) }
+            return force ? "token-2" : "token-1"
+        }
+        let creds = Credentials(user: "user@example.com", secret: .oauth2(provider))
+        try await IMAPConnection.withConnection(settings: settings(server), credentials: creds, logger: Self.logger) { c in
+            #expect(c.phase == .authenticated)
+        }
+        #expect(attempts.value == 2)
+        #expect(refreshes.value == 1)
+    }
+
     @Test func malformedReplyIsAProtocolError() async throws {
         let server = try await FakeIMAPServer.start { s in
             try await s.send("* OK ready\r\n")
