@@ -62,5 +62,7 @@ if [ ! -x "$bin" ] || [ -n "$(find "${sources[@]}" "$dir"/*.swift scripts/fuzz.s
     -o "$bin"
 fi
 echo "fuzz.sh: running $target for ${seconds}s"
+# The Swift backtracer and ASan fight over a crashing process; ASan reports better.
+export SWIFT_BACKTRACE=enable=no
 "$bin" -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
   -artifact_prefix=fuzz-artifacts/"$target"/ .build/fuzz/"$target"-corpus "$dir"/seeds

@@ -33,6 +33,10 @@ public func imapFuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         precondition(parser.bufferedByteCount <= 2048 + 4096 + 97 + 64, "parser holds \(parser.bufferedByteCount) bytes")
     }
     for r in responses.prefix(8) {
+        // `other` keeps only the name of a response it does not know (so
+        // `* OK*junk` comes out as other("OK"), which writes as `* OK`): it
+        // is not meant to round-trip.
+        if case .untagged(.other) = r { continue }
         var first = ByteBuffer()
         r.write(to: &first)
         var again = ResponseParser(limits: ParserLimits())
