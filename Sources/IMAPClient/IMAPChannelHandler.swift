@@ -94,7 +94,12 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        failAll(MailNetErrors.map(error, host: host, port: 0, during: currentActivity()))
+        // After a BYE the reason is the BYE, not the reset that followed it.
+        if let bye = snapshot.withLockedValue({ $0.lastBye }) {
+            failAll(IMAPErrors.connectionLost(host: host, during: currentActivity(), bye: bye))
+        } else {
+            failAll(MailNetErrors.map(error, host: host, port: 0, during: currentActivity()))
+        }
         context.close(promise: nil)
     }
 
@@ -170,6 +175,7 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     private func perform(_ actions: [ClientStateMachine.Action]) {
         guard let context else { return }
+        publishSnapshot()
         var wrote = false
         for action in actions {
             switch action {
@@ -209,6 +215,11 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
             context.flush()
             armDeadline(context: context, waitingFor: "a reply")
         }
+    }
+
+    /// Publishes the machine's state before any waiter is woken, so that a
+    /// caller resuming after a reply sees what that reply changed.
+    private func publishSnapshot() {
         let m = machine
         snapshot.withLockedValue {
             $0.capabilities = m.capabilities
@@ -245,9 +256,8 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
         guard waiting else { return }
         let timeout = responseTimeout
         let host = self.host
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let handler = self
         deadlineTask = context.eventLoop.scheduleTask(in: timeout.timeAmount) {
-            let handler = loopBound.value
             guard let ctx = handler.context else { return }
             // A caller that is slow to consume is not the server's fault.
             if handler.readPaused || handler.discardUntilTLS { return }

@@ -106,7 +106,7 @@ public final class IMAPConnection: Sendable {
     public let settings: ConnectionSettings
     public let options: IMAPClientOptions
     let channel: Channel
-    let handler: NIOLoopBound<IMAPChannelHandler>
+    let handler: LoopBound
     let snapshot: NIOLockedValueBox<SessionSnapshot>
     let logger: Logger
     private let ids = ManagedAtomicCounter()
@@ -115,7 +115,7 @@ public final class IMAPConnection: Sendable {
         self.settings = settings
         self.options = options
         self.channel = channel
-        self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+        self.handler = LoopBound(value: handler)
         self.snapshot = handler.snapshot
         self.logger = logger
     }
@@ -293,6 +293,22 @@ public final class IMAPConnection: Sendable {
         return PendingCommand(id: id, name: command.name, sink: sink, connection: self)
     }
 
+    /// Sends several commands whose responses go to one sink, in wire order.
+    /// For pipelined commands whose data the server may interleave or finish
+    /// out of order (Dovecot runs pipelined FETCHes in parallel): the caller
+    /// matches data by UID and counts one `.completed` per command.
+    public func submitGroup(_ commands: [OutboundCommand]) -> ResponseSink {
+        let handler = self.handler
+        let sink = ResponseSink(highWater: options.streamHighWater) { [channel] in
+            channel.eventLoop.execute { handler.value.resumeReading() }
+        }
+        let ids = commands.map { _ in self.ids.next() }
+        channel.eventLoop.execute {
+            for (id, command) in zip(ids, commands) { handler.value.submit(id, command, sink: sink) }
+        }
+        return sink
+    }
+
     /// Sends a command and collects its reply.
     @discardableResult
     public func execute(_ command: Command, scope: MailError.Scope = .folder) async throws -> CommandResponse {
@@ -372,4 +388,10 @@ public struct IdleSession: Sendable {
 final class ManagedAtomicCounter: Sendable {
     private let value = NIOLockedValueBox<UInt64>(0)
     func next() -> UInt64 { value.withLockedValue { $0 += 1; return $0 } }
+}
+
+/// The channel handler, touched only on its event loop (every use is inside
+/// `eventLoop.execute`/`submit`).
+struct LoopBound: Sendable {
+    let value: IMAPChannelHandler
 }

@@ -177,8 +177,8 @@ public final class IMAPStore: MailStore {
     // MARK: Selection
 
     @discardableResult
-    func select(_ folder: FolderPath, readOnly: Bool) async throws -> Selection {
-        if let s = state.withLockedValue({ $0.selected }), s.folder == folder, s.readOnly == readOnly || !s.readOnly {
+    func select(_ folder: FolderPath, readOnly: Bool, fresh: Bool = false) async throws -> Selection {
+        if !fresh, let s = state.withLockedValue({ $0.selected }), s.folder == folder, s.readOnly == readOnly || !s.readOnly {
             return s
         }
         let m = try mailbox(folder)
@@ -212,7 +212,8 @@ public final class IMAPStore: MailStore {
         let final = sel
         state.withLockedValue {
             $0.selected = final
-            $0.permanentFlags[folder] = .some(final.permanentFlags)
+            // A read-only mailbox reports no permanent flags; only READ-WRITE tells.
+            if !final.readOnly { $0.permanentFlags[folder] = .some(final.permanentFlags) }
         }
         return sel
     }
@@ -223,7 +224,8 @@ public final class IMAPStore: MailStore {
 
     public func listMessages(in folder: FolderPath, options listOptions: ListOptions) async throws -> FolderListing {
         let condStore = capabilities.contains(.changeTracking)
-        let sel = try await select(folder, readOnly: true)
+        // Always afresh: EXISTS, UIDNEXT and HIGHESTMODSEQ must be current.
+        let sel = try await select(folder, readOnly: true, fresh: true)
         var items: [FetchItem] = [.uid, .flags, .rfc822Size, .internalDate]
         if condStore { items.append(.modSeq) }
         if listOptions.includeHeaders { items.append(.body(.headerFields(Self.headerFields), peek: true)) }
@@ -289,84 +291,21 @@ public final class IMAPStore: MailStore {
         }
         let items: [FetchItem] = [.uid, .rfc822Size, .flags, .internalDate, .body(.complete, peek: true)]
         // Every batch goes into the pipeline at once; the connection keeps
-        // `pipelineDepth` of them in flight and the rest queued.
-        let pending = batches.map { connection.submit(.command(.uidFetch(SequenceSet(numbers: $0), items))) }
+        // `pipelineDepth` of them in flight and the rest queued. Servers may
+        // run pipelined FETCHes in parallel, so their data shares one sink
+        // and is matched by UID.
+        let sink = connection.submitGroup(batches.map { .command(.uidFetch(SequenceSet(numbers: $0), items)) })
+        var stream = FetchGroupStream(sink: sink, commands: batches.count)
         var seen = Set<UInt32>()
-        var index = 0
         do {
-            while index < pending.count {
-                try await streamBatch(pending[index], folder: folder, wanted: Set(batches[index]), seen: &seen, handler)
-                index += 1
-            }
+            try await stream.run(folder: folder, wanted: Set(uids), seen: &seen, store: self, handler)
         } catch {
             // Let the rest of the pipeline run out so that the connection stays usable.
-            for p in pending[(index + 1)...] where index + 1 < pending.count {
-                _ = try? await p.response(scope: .folder, collectingUpTo: Int.max)
-            }
+            if !(error is MailError) || (error as? MailError)?.scope != .account { await stream.drain() }
             throw error
         }
         missing += uids.filter { !seen.contains($0) }.map { MessageID(String($0)) }
         return missing
-    }
-
-    private func streamBatch(_ p: PendingCommand, folder: FolderPath, wanted: Set<UInt32>, seen: inout Set<UInt32>,
-                             _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws {
-        var info: MessageInfo?
-        var uid: UInt32?
-        while true {
-            let item: ResponseSink.Item
-            do {
-                item = try await p.sink.next()
-            } catch let e as MailError {
-                throw e.with(folder: folder)
-            }
-            switch item {
-            case .fetch(.fetchStart):
-                info = MessageInfo(id: MessageID(""))
-                uid = nil
-            case .fetch(.fetchAttribute(let a)):
-                switch a {
-                case .uid(let u): uid = u; info?.id = MessageID(String(u))
-                case .flags(let f): info?.flags = Flags(f)
-                case .rfc822Size(let n): info?.size = n
-                case .internalDate(let d): info?.internalDate = d; info?.dateSource = .stored
-                case .modSeq(let m): info?.modSeq = m
-                default: break
-                }
-            case .fetch(.streamingBegin(let kind, let size)):
-                let reader = BodyReader(sink: p.sink)
-                guard case .body(let section, nil) = kind, section == .complete, let u = uid, wanted.contains(u), !seen.contains(u),
-                      var i = info else {
-                    // Not one we asked for (or the UID came after the body): skip its bytes.
-                    if uid == nil { logger.warning("FETCH body before its UID; skipped", metadata: ["folder": "\(folder)"]) }
-                    try await reader.drain()
-                    continue
-                }
-                seen.insert(u)
-                i.size = size
-                let body = MessageBody(size: size) { try await reader.next() }
-                do {
-                    try await handler(i, body)
-                } catch {
-                    try? await reader.drain()
-                    throw error
-                }
-                try await reader.drain()
-            case .fetch(.fetchEnd):
-                info = nil
-                uid = nil
-            case .fetch: break
-            case .untagged, .continuation, .readyForBody: break
-            case .completed(let status):
-                if status.kind == .ok { return }
-                // Messages expunged meanwhile: the rest arrived, the missing ones are reported.
-                if status.code == .expungeIssued || status.kind == .no && !status.code.map({ $0.isThrottling }).orFalse {
-                    logger.info("UID FETCH ended with \(status.kind.rawValue): \(status.text)", metadata: ["folder": "\(folder)"])
-                    return
-                }
-                throw IMAPErrors.from(status, command: "UID FETCH", host: host, scope: .folder).with(folder: folder)
-            }
-        }
     }
 
     // MARK: Appending
@@ -377,12 +316,11 @@ public final class IMAPStore: MailStore {
         var permanent: [Flag]??
         permanent = state.withLockedValue { $0.permanentFlags[folder] }
         if permanent == nil {
-            if state.withLockedValue({ $0.selected?.folder == folder }) == false {
-                do {
-                    try await select(folder, readOnly: true)
-                } catch let e as MailError where e.kind == .notFound {
-                    throw e.with(folder: folder)
-                }
+            // PERMANENTFLAGS comes only with a read-write SELECT.
+            do {
+                try await select(folder, readOnly: false, fresh: state.withLockedValue { $0.selected?.readOnly ?? true })
+            } catch let e as MailError where e.kind == .notFound {
+                throw e.with(folder: folder)
             }
             permanent = state.withLockedValue { $0.permanentFlags[folder] } ?? .some(nil)
         }
@@ -508,6 +446,92 @@ public final class IMAPStore: MailStore {
 
 extension Optional where Wrapped == Bool {
     var orFalse: Bool { self ?? false }
+}
+
+/// Reads the responses of a group of pipelined UID FETCH commands and hands
+/// each wanted message's body to the handler as it streams.
+struct FetchGroupStream {
+    let sink: ResponseSink
+    let commands: Int
+    var completed = 0
+    var firstFailure: MailError?
+
+    init(sink: ResponseSink, commands: Int) {
+        self.sink = sink
+        self.commands = commands
+    }
+
+    mutating func run(folder: FolderPath, wanted: Set<UInt32>, seen: inout Set<UInt32>, store: IMAPStore,
+                      _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws {
+        var info: MessageInfo?
+        var uid: UInt32?
+        while completed < commands {
+            let item: ResponseSink.Item
+            do {
+                item = try await sink.next()
+            } catch let e as MailError {
+                throw e.with(folder: folder)
+            }
+            switch item {
+            case .fetch(.fetchStart):
+                info = MessageInfo(id: MessageID(""))
+                uid = nil
+            case .fetch(.fetchAttribute(let a)):
+                switch a {
+                case .uid(let u): uid = u; info?.id = MessageID(String(u))
+                case .flags(let f): info?.flags = Flags(f)
+                case .rfc822Size(let n): info?.size = n
+                case .internalDate(let d): info?.internalDate = d; info?.dateSource = .stored
+                case .modSeq(let m): info?.modSeq = m
+                default: break
+                }
+            case .fetch(.streamingBegin(let kind, let size)):
+                let reader = BodyReader(sink: sink)
+                guard case .body(let section, nil) = kind, section == .complete, let u = uid, wanted.contains(u), !seen.contains(u),
+                      var i = info else {
+                    // Not one we asked for (or the UID came after the body): skip its bytes.
+                    if uid == nil { store.logger.warning("FETCH body before its UID; skipped", metadata: ["folder": "\(folder)"]) }
+                    try await reader.drain()
+                    continue
+                }
+                seen.insert(u)
+                i.size = size
+                let body = MessageBody(size: size) { try await reader.next() }
+                do {
+                    try await handler(i, body)
+                } catch {
+                    try? await reader.drain()
+                    throw error
+                }
+                try await reader.drain()
+            case .fetch(.fetchEnd):
+                info = nil
+                uid = nil
+            case .fetch, .untagged, .continuation, .readyForBody:
+                break
+            case .completed(let status):
+                completed += 1
+                if status.kind == .ok { continue }
+                // Messages expunged meanwhile: the rest arrived, the missing ones are reported.
+                if status.kind == .no, !(status.code?.isThrottling ?? false) {
+                    store.logger.info("UID FETCH ended with NO: \(status.text)", metadata: ["folder": "\(folder)"])
+                    continue
+                }
+                if firstFailure == nil {
+                    firstFailure = IMAPErrors.from(status, command: "UID FETCH", host: store.host, scope: .folder).with(folder: folder)
+                }
+            }
+        }
+        if let firstFailure { throw firstFailure }
+    }
+
+    /// Consumes what is left of the group.
+    mutating func drain() async {
+        while completed < commands {
+            guard let item = try? await sink.next() else { return }
+            if case .completed = item { completed += 1 }
+        }
+    }
 }
 
 /// Hands out one streamed body from a FETCH's sink, then stops at its end.
