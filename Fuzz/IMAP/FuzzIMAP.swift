@@ -32,29 +32,39 @@ public func imapFuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         // Bounded: at most a line limit (or an inline literal) plus one piece.
         precondition(parser.bufferedByteCount <= 2048 + 4096 + 97 + 64, "parser holds \(parser.bufferedByteCount) bytes")
     }
+    // What we write, we read back. A response parsed from hostile input may
+    // be normalised once (an unknown response keeps its name only, a broken
+    // response code is kept as text and may look like a known one when
+    // written), so the check is on the second pass: write(parse(write(r)))
+    // must equal write(r') where r' = parse(write(r)). Our own output must
+    // always parse.
     for r in responses.prefix(8) {
-        // `other` keeps only the name of a response it does not know (so
-        // `* OK*junk` comes out as other("OK"), which writes as `* OK`): it
-        // is not meant to round-trip.
         if case .untagged(.other) = r { continue }
-        var first = ByteBuffer()
-        r.write(to: &first)
-        var again = ResponseParser(limits: ParserLimits())
-        again.append(first)
-        var second: Response?
-        do {
-            while let e = try again.next() {
-                if case .response(let r2) = e { second = r2; break }
-            }
-        } catch {
-            preconditionFailure("re-parsing our own encoding of \(r) failed: \(error) (\(String(decoding: first.readableBytesView, as: UTF8.self)))")
-        }
-        guard let second else {
-            preconditionFailure("our own encoding of \(r) did not parse to a response: \(String(decoding: first.readableBytesView, as: UTF8.self))")
-        }
-        var secondBytes = ByteBuffer()
-        second.write(to: &secondBytes)
-        precondition(first == secondBytes, "encode/parse not stable: \(String(decoding: first.readableBytesView, as: UTF8.self)) vs \(String(decoding: secondBytes.readableBytesView, as: UTF8.self))")
+        let once = writeAndReparse(r)
+        if case .untagged(.other) = once.response { continue }
+        let twice = writeAndReparse(once.response)
+        precondition(once.bytes == twice.bytes || { if case .untagged(.other) = twice.response { return true } else { return false } }(),
+                     "encode/parse not stable: \(String(decoding: once.bytes.readableBytesView, as: UTF8.self)) vs \(String(decoding: twice.bytes.readableBytesView, as: UTF8.self))")
     }
     return 0
+}
+
+/// Writes `r`, parses it back; our own encoding must parse.
+private func writeAndReparse(_ r: Response) -> (bytes: ByteBuffer, response: Response) {
+    var written = ByteBuffer()
+    r.write(to: &written)
+    var again = ResponseParser(limits: ParserLimits())
+    again.append(written)
+    do {
+        while let e = try again.next() {
+            if case .response(let back) = e {
+                var b = ByteBuffer()
+                back.write(to: &b)
+                return (b, back)
+            }
+        }
+    } catch {
+        preconditionFailure("re-parsing our own encoding of \(r) failed: \(error) (\(String(decoding: written.readableBytesView, as: UTF8.self)))")
+    }
+    preconditionFailure("our own encoding of \(r) did not parse to a response: \(String(decoding: written.readableBytesView, as: UTF8.self))")
 }
