@@ -53,3 +53,18 @@ struct FuzzRegressionTests {
         #expect(events >= 0)
     }
 }
+
+/// Found by `make fuzz-imap`: a mailbox name written as an atom starting with
+/// `~` was taken for a literal8 (`~{n}`), so our own LIST encoding did not
+/// parse back, and a server listing `~backup` unquoted broke the session.
+struct TildeAtomTests {
+    @Test func listNameAtomStartingWithTilde() throws {
+        var p = ResponseParser()
+        p.append(ByteBuffer(string: "* LIST (\\HasNoChildren) \"/\" ~backup\r\n* LIST () \"/\" ~{3}\r\nabc\r\n"))
+        var names: [String] = []
+        while let e = try p.next() {
+            if case .response(.untagged(.list(let item))) = e { names.append(item.name.decoded(utf8: true)) }
+        }
+        #expect(names == ["~backup", "abc"])
+    }
+}
