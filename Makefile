@@ -98,6 +98,9 @@ fuzz-pop3:
 #   make test-asan     AddressSanitizer over the whole suite
 #   make test-tsan     ThreadSanitizer over the whole suite
 #   SANITIZER_TEST_FLAGS='--filter IMAPCoreTests' make test-asan   a subset
+# Under ASan the flat-memory tests (200 MB archive, 50 MB POP3) fail their RSS
+# bounds: ASan's shadow memory and quarantine, not a leak. Skip them with
+#   SANITIZER_TEST_FLAGS='--skip "twoHundredMegabyteMessageStaysFlat|fiftyMegabytesStreamWithFlatMemory"'
 SANITIZER_TEST_FLAGS ?=
 .PHONY: test-asan test-tsan
 test-asan: deps
