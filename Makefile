@@ -33,9 +33,14 @@ build: deps
 release: deps
 	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
 
+# Tests run one at a time: on a 2-core machine Swift's cooperative pool has two
+# threads, and suites that block them (subprocesses, file I/O, a 50 MB stream)
+# starve the deadline-driven fake-server tests when everything runs at once.
+# TEST_FLAGS='--filter X' picks a subset.
+TEST_FLAGS ?=
 test: deps
 	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
-	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
+	$(SWIFT) test --skip-build --no-parallel $(SWIFT_BUILD_FLAGS) $(TEST_FLAGS)
 
 demo: release
 	@bash scripts/demo.sh
@@ -124,21 +129,42 @@ fuzz-pop3:
 	  -o $(FUZZ_POP3_BIN)
 	$(FUZZ_POP3_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 .build/fuzz/pop3-corpus Fuzz/POP3/seeds
 
-# libFuzzer for the IMAP response parser: IMAPCore is compiled with coverage
-# and ASan; its dependencies come from the debug build. Runs FUZZ_SECONDS.
-FUZZ_BUILD := .build/fuzz
-FUZZ_DEPS := MailModel Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims NIOCore _NIODataStructures _NIOBase64 CNIOLinux CNIODarwin CNIOWindows CNIOWASI CNIOAtomics Atomics _AtomicsShims NIOConcurrencyHelpers DequeModule InternalCollectionsUtilities ContainersPreview BasicContainers
+# Sanitizer runs (issue 9). Each keeps its own scratch path so the normal
+# .build stays warm; a cold build takes ~15 minutes of CPU.
+#   make test-asan     AddressSanitizer over the whole suite
+#   make test-tsan     ThreadSanitizer over the whole suite
+#   SANITIZER_TEST_FLAGS='--filter IMAPCoreTests' make test-asan   a subset
+# Under ASan the flat-memory tests (200 MB archive, 50 MB POP3) fail their RSS
+# bounds: ASan's shadow memory and quarantine, not a leak. Skip them with
+#   SANITIZER_TEST_FLAGS='--skip "twoHundredMegabyteMessageStaysFlat|fiftyMegabytesStreamWithFlatMemory"'
+SANITIZER_TEST_FLAGS ?=
+.PHONY: test-asan test-tsan
+test-asan: deps
+	$(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address $(SWIFT_BUILD_FLAGS)
+	ASAN_OPTIONS=detect_leaks=0:$${ASAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-asan -Xswiftc -sanitize=address $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
+
+test-tsan: deps
+	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS)
+	TSAN_OPTIONS=halt_on_error=1:$${TSAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
+
+# libFuzzer runs (issue 9): scripts/fuzz.sh builds each entry point in Fuzz/<Target>/
+# with the sources under test and runs it for FUZZ_SECONDS over its committed seeds.
+# A crash stops `make fuzz` with the input saved under fuzz-artifacts/<target>/.
+.PHONY: fuzz-header fuzz-mbox fuzz-archive
+fuzz: fuzz-pop3 fuzz-imap fuzz-header fuzz-mbox fuzz-archive
+
 fuzz-imap:
 	$(SWIFT) build --target IMAPCore $(SWIFT_BUILD_FLAGS)
-	@mkdir -p $(FUZZ_BUILD)/corpus-imap
-	@bin="$$($(SWIFT) build --show-bin-path)"; \
-	objs=(); maps=(); \
-	for d in $(FUZZ_DEPS); do \
-	  if [ -d "$$bin/$$d.build" ]; then while IFS= read -r -d '' o; do objs+=("$$o"); done < <(find "$$bin/$$d.build" -name '*.o' -print0); fi; \
-	  [ -f "$$bin/$$d.build/module.modulemap" ] && maps+=(-Xcc "-fmodule-map-file=$$bin/$$d.build/module.modulemap"); \
-	done; \
-	for inc in $$(find .build/checkouts/swift-nio/Sources .build/checkouts/swift-atomics/Sources .build/checkouts/swift-crypto/Sources -type d -name include 2>/dev/null); do maps+=(-Xcc "-I$$inc"); done; \
-	swiftc -sanitize=fuzzer,address -parse-as-library -Onone -g -module-name FuzzIMAP \
-	  -I "$$bin/Modules" "$${maps[@]}" Sources/IMAPCore/*.swift fuzz/FuzzIMAP.swift "$${objs[@]}" -lstdc++ \
-	  -o $(FUZZ_BUILD)/fuzz-imap
-	$(FUZZ_BUILD)/fuzz-imap -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 $(FUZZ_BUILD)/corpus-imap
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) bash scripts/fuzz.sh imap
+
+fuzz-header:
+	$(SWIFT) build --target MailModel $(SWIFT_BUILD_FLAGS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) bash scripts/fuzz.sh header
+
+fuzz-mbox:
+	$(SWIFT) build --target MailStore $(SWIFT_BUILD_FLAGS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) bash scripts/fuzz.sh mbox
+
+fuzz-archive:
+	$(SWIFT) build --target ArchiveStore $(SWIFT_BUILD_FLAGS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) bash scripts/fuzz.sh archive

@@ -25,6 +25,13 @@ public enum IMAPErrors {
             case .throttled, .limit, .unavailable:
                 return MailError(.throttled, scope: .account, retryable: true, what, retryAfter: retryAfter(status.text) ?? 30)
             case .overQuota:
+                // Gmail says OVERQUOTA for its rate limits too ("Too many
+                // simultaneous connections", "Account exceeded command or
+                // bandwidth limits"): those pass with time, a full mailbox does not.
+                if lower.contains("simultaneous") || lower.contains("too many") || lower.contains("bandwidth")
+                    || lower.contains("exceeded command") || lower.contains("rate limit") {
+                    return MailError(.throttled, scope: .account, retryable: true, what, retryAfter: retryAfter(status.text) ?? 30)
+                }
                 return MailError(.refused, scope: .account, what, hint: "the destination account is over its quota")
             case .tryCreate, .nonExistent:
                 return MailError(.notFound, scope: .folder, what)

@@ -229,7 +229,9 @@ struct Cursor {
     /// astring = 1*ASTRING-CHAR / string
     mutating func astring() throws -> [UInt8] {
         let b = try peek()
-        if b == UInt8(ascii: "\"") || b == UInt8(ascii: "{") || b == UInt8(ascii: "~") { return try string() }
+        if b == UInt8(ascii: "\"") || b == UInt8(ascii: "{") { return try string() }
+        // `~` is an ASTRING-CHAR: only `~{` starts a literal8 (an atom such as `~backup` is a name).
+        if b == UInt8(ascii: "~"), try peek(offset: 1) == UInt8(ascii: "{") { return try string() }
         return try take(while: Self.isAStringChar, what: "astring")
     }
 
