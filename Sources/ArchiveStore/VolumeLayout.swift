@@ -1,5 +1,6 @@
 import Foundation
 import MailModel
+import MailStore
 
 /// What the tar holds: a Maildir tree or mboxrd files.
 public enum ArchiveFormat: String, Sendable, Codable, CaseIterable, Hashable {
@@ -27,27 +28,11 @@ public enum ArchiveFormat: String, Sendable, Codable, CaseIterable, Hashable {
 ///     INBOX/v000003.mbox
 ///     Archive/2024/v000003.mbox
 enum VolumeLayout {
-    /// A folder component as a file name, by the rule of the local stores
-    /// (`FolderNameEscaping` in MailStore): UTF-8 kept; `%`, `/` and control
-    /// bytes written `%XX`; a leading `.` escaped; the first byte of names the
-    /// Maildir itself uses (`cur`, `new`, `tmp`, `maildirfolder`,
-    /// `subscriptions`, `dovecot*`) escaped. In mbox volumes a `.mbox` suffix
-    /// also has its `.` escaped, so no folder can collide with a volume file.
+    /// A folder component as a file name: the local stores' rule
+    /// (`FolderNameEscaping`), so an extracted volume is a tree MaildirStore
+    /// reads under the same names; mbox volumes use its `mboxVolume` flavour.
     static func escapeComponent(_ c: String, mbox: Bool = false) -> String {
-        let bytes = Array(c.utf8)
-        let reserved = ["cur", "new", "tmp", "maildirfolder", "subscriptions"].contains(c) || c.hasPrefix("dovecot")
-        let suffixDot = mbox && c.hasSuffix(".mbox") && bytes.count > 5 ? bytes.count - 5 : -1
-        var result = [UInt8]()
-        for (i, b) in bytes.enumerated() {
-            let mustEscape = b < 0x20 || b == 0x7F || b == UInt8(ascii: "%") || b == UInt8(ascii: "/")
-                || (i == 0 && (b == UInt8(ascii: ".") || reserved)) || i == suffixDot
-            if mustEscape {
-                result.append(contentsOf: Array(String(format: "%%%02X", b).utf8))
-            } else {
-                result.append(b)
-            }
-        }
-        return String(decoding: result, as: UTF8.self)
+        FolderNameEscaping.escape(c, flavor: mbox ? .mboxVolume : .maildir)
     }
 
     /// The directory elements of a folder: none for INBOX (the root), and a
@@ -71,23 +56,6 @@ enum VolumeLayout {
 
     /// `dir/name`, or `name` at the root.
     static func join(_ dir: String, _ name: String) -> String { dir.isEmpty ? name : dir + "/" + name }
-
-    static func unescapeComponent(_ s: String) -> String? {
-        let b = Array(s.utf8)
-        var out = [UInt8]()
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "%") {
-                guard i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) else { return nil }
-                out.append(v)
-                i += 3
-            } else {
-                out.append(b[i])
-                i += 1
-            }
-        }
-        return String(validating: out, as: UTF8.self)
-    }
 
     /// Maildir info letters for the system flags, sorted as Maildir requires.
     static func maildirInfo(_ flags: Flags, keywordLetters: [String: Character]) -> String {

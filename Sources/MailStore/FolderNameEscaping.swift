@@ -12,17 +12,20 @@ import MailModel
 /// - Names the store itself uses are disguised by escaping their first byte
 ///   (`cur` becomes `%63ur`): for Maildir `cur`, `new`, `tmp`, `maildirfolder`,
 ///   `subscriptions` and anything starting with `dovecot`; for mbox any name
-///   ending in `.sbd`, `.lock` or `.msf` has the `.` of that suffix escaped.
+///   ending in `.sbd`, `.lock` or `.msf` has the `.` of that suffix escaped;
+///   for the mbox files inside archive volumes (`mboxVolume`) the Maildir names
+///   are disguised too and a name ending in `.mbox` has that `.` escaped, so no
+///   folder can collide with a volume's own file.
 /// - Everything else (spaces, emoji, any Unicode) is kept as UTF-8 bytes, so
 ///   names read naturally in a shell and names that differ only in case stay
 ///   distinct on a case-sensitive file system.
 ///
 /// `unescape(escape(x)) == x` for every component, and `escape` never yields
 /// an empty name, `.`, `..`, or one containing `/` or NUL.
-enum FolderNameEscaping {
-    enum Flavor: Sendable { case maildir, mbox }
+public enum FolderNameEscaping {
+    public enum Flavor: Sendable { case maildir, mbox, mboxVolume }
 
-    static func escape(_ component: String, flavor: Flavor) -> String {
+    public static func escape(_ component: String, flavor: Flavor) -> String {
         let bytes = Array(component.utf8)
         var out = [UInt8]()
         out.reserveCapacity(bytes.count + 4)
@@ -32,8 +35,13 @@ enum FolderNameEscaping {
             out.append(digits[Int(b >> 4)])
             out.append(digits[Int(b & 0xF)])
         }
-        let reservedFirst = flavor == .maildir && isReservedMaildirName(component)
-        let suffixDot: Int? = flavor == .mbox ? reservedMboxSuffixDot(bytes) : nil
+        let reservedFirst = flavor != .mbox && isReservedMaildirName(component)
+        let suffixDot: Int?
+        switch flavor {
+        case .maildir: suffixDot = nil
+        case .mbox: suffixDot = reservedMboxSuffixDot(bytes)
+        case .mboxVolume: suffixDot = bytes.count > 5 && component.hasSuffix(".mbox") ? bytes.count - 5 : nil
+        }
         for (i, b) in bytes.enumerated() {
             if b < 0x20 || b == 0x7F || b == UInt8(ascii: "/") || b == UInt8(ascii: "%")
                 || (i == 0 && b == UInt8(ascii: ".")) || (i == 0 && reservedFirst) || i == suffixDot {
@@ -47,7 +55,7 @@ enum FolderNameEscaping {
 
     /// The component a disk name stands for; nil when the name is not one that
     /// `escape` could have produced (a foreign name: then it is used verbatim).
-    static func unescape(_ name: String, flavor: Flavor) -> String? {
+    public static func unescape(_ name: String, flavor: Flavor) -> String? {
         let b = Array(name.utf8)
         var out = [UInt8]()
         var i = 0
@@ -68,7 +76,7 @@ enum FolderNameEscaping {
 
     /// The component shown for a name found on disk: its unescaped form, or
     /// the name itself when it was not written by us.
-    static func component(forDiskName name: String, flavor: Flavor) -> String {
+    public static func component(forDiskName name: String, flavor: Flavor) -> String {
         unescape(name, flavor: flavor) ?? name
     }
 
