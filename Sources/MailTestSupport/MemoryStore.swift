@@ -401,7 +401,8 @@ public final class MemoryStore: MailStore, @unchecked Sendable {
         }
         var flags = request.flags
         var dropped: [Flag] = []
-        for k in flags.keywords where fault.refused.contains(k) {
+        // Like an IMAP server: a keyword that is not an atom cannot be stored.
+        for k in flags.keywords where fault.refused.contains(k) || !k.isValidKeyword {
             flags.remove(k)
             dropped.append(k)
         }
