@@ -17,16 +17,13 @@ public struct IMAPStoreOptions: Sendable, Hashable {
     public var pipelineDepth: Int
     /// UIDs per UID FETCH command when streaming bodies.
     public var fetchBatchSize: Int
-    /// A body of unknown size (POP3) is held in memory up to this size to learn it for APPEND.
-    public var spoolLimit: Int
     /// Everything else about the client (stream buffering, ENABLE, ID, parser limits).
     public var client: IMAPClientOptions
 
-    public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32, spoolLimit: Int = 256 * 1024 * 1024,
+    public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32,
                 client: IMAPClientOptions = IMAPClientOptions()) {
         self.pipelineDepth = max(1, pipelineDepth)
         self.fetchBatchSize = max(1, fetchBatchSize)
-        self.spoolLimit = spoolLimit
         self.client = client
         self.client.pipelineDepth = self.pipelineDepth
     }
@@ -342,17 +339,27 @@ public final class IMAPStore: MailStore {
         var size = body.size
         var hasNUL = false
         let checkLimit = 4 * 1024 * 1024
-        if size == nil || size! <= Int64(checkLimit) {
-            let limit = size == nil ? options.spoolLimit : checkLimit
+        if let known = size, known <= Int64(checkLimit) {
             let buffer: ByteBuffer
             do {
-                buffer = try await body.collect(upTo: limit)
+                buffer = try await body.collect(upTo: checkLimit)
             } catch let e as MailError {
                 throw e.with(folder: folder)
             }
             hasNUL = buffer.readableBytesView.contains(0)
             size = Int64(buffer.readableBytes)
             source = .bytes(buffer)
+        } else if size == nil {
+            // No size (POP3): spool to an unlinked temp file, never to memory.
+            let spooled: SpooledBody.Spooled
+            do {
+                spooled = try await SpooledBody.spool(body, inMemoryLimit: checkLimit)
+            } catch let e as MailError {
+                throw e.with(folder: folder)
+            }
+            hasNUL = spooled.containsNUL
+            size = spooled.size
+            source = spooled.body
         }
         guard let size else { throw MailError(.storage, scope: .message, "message size unknown", folder: folder) }
         let binary = hasNUL

@@ -158,6 +158,35 @@ struct DovecotIMAPTests {
         #expect(growth < 40 * 1024 * 1024, "RSS grew by \(growth) bytes")
     }
 
+    /// A body without a size (as POP3 hands them out) is spooled to an unlinked
+    /// temp file for the APPEND literal, not collected in memory.
+    @Test func unknownSizeBodyIsSpooledToDiskNotMemory() async throws {
+        let f = try DovecotFixture.shared()
+        let account = try f.makeUser(prefix: "spool")
+        let store = try await Self.open(f, .implicit, account)
+        defer { Task { try? await store.close() } }
+        let size = 24 * 1024 * 1024
+        let header = Array("From: spool@example.com\r\nSubject: spool\r\nMessage-ID: <spool@example.com>\r\n\r\n".utf8)
+        let line = Array(String(repeating: "fedcba9876543210", count: 4).utf8) + [0x0D, 0x0A]
+        let source = GeneratedBody(header: header, line: line, total: size)
+        let rss = RSSSampler()
+        rss.sample()
+        let baseline = rss.peak
+        let r = try await store.append(to: .inbox, AppendRequest(), body: MessageBody(size: nil) {
+            rss.sample()
+            return source.next()
+        }).result()
+        #expect(r.size == Int64(size))
+        #expect(r.key == source.key())
+        let server = try f.messages(user: account.user, folder: "INBOX")
+        #expect(server.count == 1)
+        #expect(server.first.map { MessageKey.of($0.bytes) } == source.key())
+        let growth = rss.peak - baseline
+        print("24 MB body of unknown size: RSS peak growth \(growth / 1024) KiB")
+        // Collecting it in memory would add at least 24 MB.
+        #expect(growth < 16 * 1024 * 1024, "RSS grew by \(growth) bytes")
+    }
+
     @Test(arguments: modes)
     func condstoreListsOnlyChanges(_ tls: TLSMode) async throws {
         let f = try DovecotFixture.shared()
