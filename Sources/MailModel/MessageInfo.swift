@@ -97,13 +97,17 @@ public struct FolderListing: Sendable, Codable {
     /// `messages` holds only new or changed ones, and `vanished` the removed ids.
     public var isIncremental: Bool
     public var vanished: [MessageID]
+    /// True when the store had no ids of its own and made them up (POP3
+    /// without UIDL: a hash of the `TOP n 0` headers plus the size). Reports say so.
+    public var idsAreSynthetic: Bool
 
     public init(folder: FolderPath, validity: FolderValidity = FolderValidity(), messages: [MessageInfo],
-                isIncremental: Bool = false, vanished: [MessageID] = []) {
+                isIncremental: Bool = false, vanished: [MessageID] = [], idsAreSynthetic: Bool = false) {
         self.folder = folder
         self.validity = validity
         self.messages = messages
         self.isIncremental = isIncremental
         self.vanished = vanished
+        self.idsAreSynthetic = idsAreSynthetic
     }
 }

@@ -162,7 +162,8 @@ public final class POP3Store: MailStore, @unchecked Sendable {
             listed[id] = info
             messages.append(info)
         }
-        return FolderListing(folder: .inbox, validity: FolderValidity(), messages: messages)
+        return FolderListing(folder: .inbox, validity: FolderValidity(), messages: messages,
+                             idsAreSynthetic: idsAreSynthetic)
     }
 
     public func fetchMessages(_ ids: [MessageID], in folder: FolderPath,

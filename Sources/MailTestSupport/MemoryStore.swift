@@ -53,6 +53,8 @@ public final class MemoryServer: @unchecked Sendable {
 
     public let kind: Kind
     public let name: String
+    /// Listings say their ids were made up (a POP3 server without UIDL). Set before use.
+    public var syntheticIDs = false
     public var capabilities: StoreCapabilities
     private let lock = NSLock()
     private var folders: [FolderPath: Folder] = [:]
@@ -221,7 +223,7 @@ public final class MemoryServer: @unchecked Sendable {
             }
             let v = kind == .pop3 ? FolderValidity()
                 : FolderValidity(uidValidity: f.uidValidity, uidNext: f.uidNext, highestModSeq: modSeq)
-            return FolderListing(folder: folder, validity: v, messages: infos)
+            return FolderListing(folder: folder, validity: v, messages: infos, idsAreSynthetic: syntheticIDs)
         }
     }
 

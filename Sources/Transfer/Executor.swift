@@ -192,6 +192,7 @@ struct Executor: Sendable {
         folderReport.with {
             $0.found = found
             $0.duplicates = linkedNotByUs + duplicates
+            $0.syntheticSourceIDs = r.input.source.idsAreSynthetic
         }
         report.with { rep in
             for l in links where l.matchedBy == .headers {

@@ -112,6 +112,9 @@ public struct FolderReport: Codable, Sendable, Hashable {
     /// Source messages deleted after verification (`--delete-source`), or
     /// destination messages deleted by deletion propagation.
     public var deleted = 0
+    /// The source had no message ids of its own (POP3 without UIDL): ids were
+    /// made from a hash of each message's headers and size.
+    public var syntheticSourceIDs = false
 
     public init(source: String, destination: String) {
         self.source = source

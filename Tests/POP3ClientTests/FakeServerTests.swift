@@ -113,6 +113,7 @@ typealias NIOLockLike = NIOLock
         #expect(server.commands.contains { $0.hasPrefix("APOP alice ") && !$0.contains("s3cret") })
         let listing = try await store.listMessages(in: .inbox)
         #expect(store.idsAreSynthetic)
+        #expect(listing.idsAreSynthetic)
         #expect(listing.messages.count == 4)
         #expect(Set(listing.messages.map(\.id)).count == 4)
         #expect(listing.messages.allSatisfy { $0.id.rawValue.hasPrefix("hdr-") })

@@ -254,6 +254,22 @@ import Testing
         #expect(report.totals.deleted == 4)
     }
 
+    @Test func theReportSaysWhenPOP3IDsAreSynthetic() async throws {
+        for synthetic in [false, true] {
+            let src = MemoryServer(kind: .pop3, name: "pop")
+            src.syntheticIDs = synthetic
+            src.add(makeMessage(1))
+            src.add(makeMessage(2))
+            let dst = MemoryServer(kind: .imap, name: "imap")
+            let report = try await job(src, dst, state: MemoryStateStore()).run()
+            #expect(report.exitCode == 0, "\(report.failures)")
+            let inbox = try #require(report.folders.first)
+            #expect(inbox.syntheticSourceIDs == synthetic)
+            let text = String(decoding: try report.json(pretty: false), as: UTF8.self)
+            #expect(text.contains("\"syntheticSourceIDs\":\(synthetic)"))
+        }
+    }
+
     @Test func pop3ReRunCopiesNothing() async throws {
         let src = MemoryServer(kind: .pop3, name: "pop")
         for n in 1...5 { src.add(makeMessage(n)) }
