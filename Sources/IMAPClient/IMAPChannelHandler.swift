@@ -64,6 +64,11 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         deadlineTask?.cancel()
+        // A connection attempt that lost the race (happy eyeballs) or was refused
+        // is torn down without ever becoming active: nothing may stay waiting.
+        if !greetingDone || !sinks.isEmpty {
+            failAll(failed ?? IMAPErrors.connectionLost(host: host, during: currentActivity(), bye: nil))
+        }
         self.context = nil
     }
 
