@@ -42,7 +42,7 @@ struct FoldersCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = output.settings
         Diagnostics.configure(settings)
-        let endpoint = try source.flags.endpoint(url: url, side: .from, sharedCAFile: trust.caFile)
+        let endpoint = try source.endpoint(url, trust: trust)
         let logger = Diagnostics.makeLogger()
         let rows: [Row] = try await StoreFactory.withStore(endpoint, side: .from, logger: logger) { store in
             let infos = try await store.folders()

@@ -2,7 +2,38 @@ import ArgumentParser
 import Foundation
 import MailModel
 
-struct MigrateCommand: AsyncParsableCommand {
+/// migrate, backup, restore and verify: each turns its flags into a job,
+/// and runs it the same way.
+protocol TransferCommand: AsyncParsableCommand {
+    var output: OutputOptions { get }
+    /// The job the flags describe, not yet validated.
+    func makeJob() throws -> JobSpec
+}
+
+extension TransferCommand {
+    func run() async throws {
+        let job = try makeJob()
+        try job.validate()
+        try await CLIRun.execute(single: job, output: output.settings)
+    }
+}
+
+extension JobSpec {
+    /// A job with the folder selection the transfer commands share:
+    /// `--folder`/`--exclude`, `--map OLD=NEW` and `--into FOLDER`.
+    init(kind: Kind, from: EndpointSpec, to: EndpointSpec, folders: FolderOptions, map: [String] = [], into: String? = nil) throws {
+        self.init(kind: kind, from: from, to: to)
+        self.folders = folders.folders
+        exclude = folders.exclude
+        self.map = try map.map(FolderMapping.init(parsing:))
+        if let into {
+            guard let p = FolderPath(into) else { throw ValidationError("--into needs a folder name") }
+            self.into = p
+        }
+    }
+}
+
+struct MigrateCommand: TransferCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
         abstract: "Copy every message of every selected folder that the destination lacks, then verify.",
@@ -47,28 +78,15 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
 
     func makeJob() throws -> JobSpec {
-        var job = JobSpec(kind: .migrate,
-                          from: try source.flags.endpoint(url: from, side: .from, sharedCAFile: trust.caFile),
-                          to: try destination.flags.endpoint(url: to, side: .to, sharedCAFile: trust.caFile))
-        job.folders = folderOptions.folders
-        job.exclude = folderOptions.exclude
-        job.map = try map.map(FolderMapping.init(parsing:))
-        if let into {
-            guard let p = FolderPath(into) else { throw ValidationError("--into needs a folder name") }
-            job.into = p
-        }
+        var job = try JobSpec(kind: .migrate, from: source.endpoint(from, trust: trust), to: destination.endpoint(to, trust: trust),
+                              folders: folderOptions, map: map, into: into)
         job.deleteSource = deleteSource
         try runOptions.apply(to: &job)
-        try job.validate()
         return job
-    }
-
-    func run() async throws {
-        try await CLIRun.execute(single: makeJob(), output: output.settings)
     }
 }
 
-struct BackupCommand: AsyncParsableCommand {
+struct BackupCommand: TransferCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Add one incremental volume to an archive with what is new since the last run.",
@@ -100,24 +118,16 @@ struct BackupCommand: AsyncParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
 
     func makeJob() throws -> JobSpec {
-        var job = JobSpec(kind: .backup,
-                          from: try source.flags.endpoint(url: from, side: .from, sharedCAFile: trust.caFile),
-                          to: try EndpointFlags().endpoint(url: to, side: .to, sharedCAFile: nil))
-        job.folders = folderOptions.folders
-        job.exclude = folderOptions.exclude
+        var job = try JobSpec(kind: .backup, from: source.endpoint(from, trust: trust),
+                              to: EndpointFlags().endpoint(url: to, side: .to, sharedCAFile: nil), folders: folderOptions)
         job.format = format
         job.compression = compression
         try runOptions.apply(to: &job)
-        try job.validate()
         return job
-    }
-
-    func run() async throws {
-        try await CLIRun.execute(single: makeJob(), output: output.settings)
     }
 }
 
-struct RestoreCommand: AsyncParsableCommand {
+struct RestoreCommand: TransferCommand {
     static let configuration = CommandConfiguration(
         commandName: "restore",
         abstract: "Put messages from an archive back into a mailbox; running it again adds nothing twice.",
@@ -146,24 +156,15 @@ struct RestoreCommand: AsyncParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
 
     func makeJob() throws -> JobSpec {
-        var job = JobSpec(kind: .restore,
-                          from: try EndpointFlags().endpoint(url: from, side: .from, sharedCAFile: nil),
-                          to: try destination.flags.endpoint(url: to, side: .to, sharedCAFile: trust.caFile))
-        job.folders = folderOptions.folders
-        job.exclude = folderOptions.exclude
-        job.map = try map.map(FolderMapping.init(parsing:))
+        var job = try JobSpec(kind: .restore, from: EndpointFlags().endpoint(url: from, side: .from, sharedCAFile: nil),
+                              to: destination.endpoint(to, trust: trust), folders: folderOptions, map: map)
         if let asOf { job.asOf = try TimeArgument.parse(asOf, flag: "--as-of") }
         try runOptions.apply(to: &job)
-        try job.validate()
         return job
-    }
-
-    func run() async throws {
-        try await CLIRun.execute(single: makeJob(), output: output.settings)
     }
 }
 
-struct VerifyCommand: AsyncParsableCommand {
+struct VerifyCommand: TransferCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check that every source message is in the destination; list what is missing.",
@@ -195,22 +196,9 @@ struct VerifyCommand: AsyncParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
 
     func makeJob() throws -> JobSpec {
-        var job = JobSpec(kind: .verify,
-                          from: try source.flags.endpoint(url: from, side: .from, sharedCAFile: trust.caFile),
-                          to: try destination.flags.endpoint(url: to, side: .to, sharedCAFile: trust.caFile))
-        job.folders = folderOptions.folders
-        job.exclude = folderOptions.exclude
-        job.map = try map.map(FolderMapping.init(parsing:))
-        if let into {
-            guard let p = FolderPath(into) else { throw ValidationError("--into needs a folder name") }
-            job.into = p
-        }
+        var job = try JobSpec(kind: .verify, from: source.endpoint(from, trust: trust), to: destination.endpoint(to, trust: trust),
+                              folders: folderOptions, map: map, into: into)
         job.reportPath = report
-        try job.validate()
         return job
-    }
-
-    func run() async throws {
-        try await CLIRun.execute(single: makeJob(), output: output.settings)
     }
 }

@@ -130,33 +130,58 @@ struct EndpointFlags {
     }
 }
 
+/// Which side an `EndpointOptions` group is for: it names the flags
+/// (`--from-…` or `--to-…`) and the help texts.
+protocol EndpointSide {
+    static var side: Side { get }
+    /// "source" or "destination", for help texts.
+    static var noun: String { get }
+}
+
+enum SourceSide: EndpointSide {
+    static let side = Side.from
+    static let noun = "source"
+}
+
+enum DestinationSide: EndpointSide {
+    static let side = Side.to
+    static let noun = "destination"
+}
+
 /// `--from-…` connection and credential options.
-struct SourceOptions: ParsableArguments {
-    @Option(name: .customLong("from-tls"), help: ArgumentHelp("Override the source URL's TLS: none, starttls or implicit. 'none' sends the password in clear; use it only on a trusted network.", valueName: "mode"))
+typealias SourceOptions = EndpointOptions<SourceSide>
+/// `--to-…` connection and credential options.
+typealias DestinationOptions = EndpointOptions<DestinationSide>
+
+/// One side's connection and credential options, `--from-…` or `--to-…`.
+struct EndpointOptions<S: EndpointSide>: ParsableArguments {
+    private static func long(_ name: String) -> NameSpecification { .customLong("\(S.side.rawValue)-\(name)") }
+
+    @Option(name: Self.long("tls"), help: ArgumentHelp("Override the \(S.noun) URL's TLS: none, starttls or implicit. 'none' sends the password in clear; use it only on a trusted network.", valueName: "mode"))
     var tls: TLSMode?
-    @Option(name: .customLong("from-ca-file"), help: ArgumentHelp("Also trust the CA certificates in this PEM file for the source.", valueName: "pem"))
+    @Option(name: Self.long("ca-file"), help: ArgumentHelp("Also trust the CA certificates in this PEM file for the \(S.noun).", valueName: "pem"))
     var caFile: String?
-    @Option(name: .customLong("from-password-env"), help: ArgumentHelp("Read the source password from this environment variable (default MAILFERRY_FROM_PASSWORD).", valueName: "var"))
+    @Option(name: Self.long("password-env"), help: ArgumentHelp("Read the \(S.noun) password from this environment variable (default \(S.side.defaultPasswordVariable)).", valueName: "var"))
     var passwordEnv: String?
-    @Option(name: .customLong("from-password-file"), help: ArgumentHelp("Read the source password from the first line of this file.", valueName: "file"))
+    @Option(name: Self.long("password-file"), help: ArgumentHelp("Read the \(S.noun) password from the first line of this file.", valueName: "file"))
     var passwordFile: String?
-    @Option(name: .customLong("from-password-command"), help: ArgumentHelp("Run this shell command and use the first line it prints as the source password.", valueName: "cmd"))
+    @Option(name: Self.long("password-command"), help: ArgumentHelp("Run this shell command and use the first line it prints as the \(S.noun) password.", valueName: "cmd"))
     var passwordCommand: String?
-    @Option(name: .customLong("from-oauth2-token-command"), help: ArgumentHelp("Log in to the source with OAuth2 (XOAUTH2/OAUTHBEARER); this command prints an access token and runs again when the token is refused or expires.", valueName: "cmd"))
+    @Option(name: Self.long("oauth2-token-command"), help: ArgumentHelp("Log in to the \(S.noun) with OAuth2 (XOAUTH2/OAUTHBEARER); this command prints an access token and runs again when the token is refused or expires.", valueName: "cmd"))
     var oauth2TokenCommand: String?
-    @Option(name: .customLong("from-oauth2-token-endpoint"), help: ArgumentHelp("Get source access tokens with the OAuth2 refresh-token grant from this https URL.", valueName: "url"))
+    @Option(name: Self.long("oauth2-token-endpoint"), help: ArgumentHelp("Get \(S.noun) access tokens with the OAuth2 refresh-token grant from this https URL.", valueName: "url"))
     var oauth2TokenEndpoint: String?
-    @Option(name: .customLong("from-oauth2-client-id"), help: ArgumentHelp("The OAuth2 client id for the token endpoint.", valueName: "id"))
+    @Option(name: Self.long("oauth2-client-id"), help: ArgumentHelp("The OAuth2 client id for the token endpoint.", valueName: "id"))
     var oauth2ClientID: String?
-    @Option(name: .customLong("from-oauth2-client-secret-file"), help: ArgumentHelp("A file holding the OAuth2 client secret, if the provider wants one.", valueName: "file"))
+    @Option(name: Self.long("oauth2-client-secret-file"), help: ArgumentHelp("A file holding the OAuth2 client secret, if the provider wants one.", valueName: "file"))
     var oauth2ClientSecretFile: String?
-    @Option(name: .customLong("from-oauth2-refresh-token-file"), help: ArgumentHelp("A file holding the OAuth2 refresh token.", valueName: "file"))
+    @Option(name: Self.long("oauth2-refresh-token-file"), help: ArgumentHelp("A file holding the OAuth2 refresh token.", valueName: "file"))
     var oauth2RefreshTokenFile: String?
-    @Option(name: .customLong("from-oauth2-scope"), help: ArgumentHelp("The OAuth2 scope to ask for.", valueName: "scope"))
+    @Option(name: Self.long("oauth2-scope"), help: ArgumentHelp("The OAuth2 scope to ask for.", valueName: "scope"))
     var oauth2Scope: String?
-    @Option(name: .customLong("from-admin"), help: ArgumentHelp("Log in as this admin user (with the admin's password) and act for the URL's user (SASL PLAIN authorization identity).", valueName: "user"))
+    @Option(name: Self.long("admin"), help: ArgumentHelp("Log in as this admin user (with the admin's password) and act for the URL's user (SASL PLAIN authorization identity).", valueName: "user"))
     var admin: String?
-    @Option(name: .customLong("from-master-user"), help: ArgumentHelp("Log in with Dovecot's master-user syntax, user*MASTER, and the master's password.", valueName: "master"))
+    @Option(name: Self.long("master-user"), help: ArgumentHelp("Log in with Dovecot's master-user syntax, user*MASTER, and the master's password.", valueName: "master"))
     var masterUser: String?
 
     var flags: EndpointFlags {
@@ -165,42 +190,10 @@ struct SourceOptions: ParsableArguments {
                       oauth2ClientSecretFile: oauth2ClientSecretFile, oauth2RefreshTokenFile: oauth2RefreshTokenFile, oauth2Scope: oauth2Scope,
                       admin: admin, masterUser: masterUser)
     }
-}
 
-/// `--to-…` connection and credential options.
-struct DestinationOptions: ParsableArguments {
-    @Option(name: .customLong("to-tls"), help: ArgumentHelp("Override the destination URL's TLS: none, starttls or implicit.", valueName: "mode"))
-    var tls: TLSMode?
-    @Option(name: .customLong("to-ca-file"), help: ArgumentHelp("Also trust the CA certificates in this PEM file for the destination.", valueName: "pem"))
-    var caFile: String?
-    @Option(name: .customLong("to-password-env"), help: ArgumentHelp("Read the destination password from this environment variable (default MAILFERRY_TO_PASSWORD).", valueName: "var"))
-    var passwordEnv: String?
-    @Option(name: .customLong("to-password-file"), help: ArgumentHelp("Read the destination password from the first line of this file.", valueName: "file"))
-    var passwordFile: String?
-    @Option(name: .customLong("to-password-command"), help: ArgumentHelp("Run this shell command and use the first line it prints as the destination password.", valueName: "cmd"))
-    var passwordCommand: String?
-    @Option(name: .customLong("to-oauth2-token-command"), help: ArgumentHelp("Log in to the destination with OAuth2; this command prints an access token and runs again when the token is refused or expires.", valueName: "cmd"))
-    var oauth2TokenCommand: String?
-    @Option(name: .customLong("to-oauth2-token-endpoint"), help: ArgumentHelp("Get destination access tokens with the OAuth2 refresh-token grant from this https URL.", valueName: "url"))
-    var oauth2TokenEndpoint: String?
-    @Option(name: .customLong("to-oauth2-client-id"), help: ArgumentHelp("The OAuth2 client id for the token endpoint.", valueName: "id"))
-    var oauth2ClientID: String?
-    @Option(name: .customLong("to-oauth2-client-secret-file"), help: ArgumentHelp("A file holding the OAuth2 client secret.", valueName: "file"))
-    var oauth2ClientSecretFile: String?
-    @Option(name: .customLong("to-oauth2-refresh-token-file"), help: ArgumentHelp("A file holding the OAuth2 refresh token.", valueName: "file"))
-    var oauth2RefreshTokenFile: String?
-    @Option(name: .customLong("to-oauth2-scope"), help: ArgumentHelp("The OAuth2 scope to ask for.", valueName: "scope"))
-    var oauth2Scope: String?
-    @Option(name: .customLong("to-admin"), help: ArgumentHelp("Log in as this admin user and act for the URL's user (SASL PLAIN authorization identity).", valueName: "user"))
-    var admin: String?
-    @Option(name: .customLong("to-master-user"), help: ArgumentHelp("Log in with Dovecot's master-user syntax, user*MASTER.", valueName: "master"))
-    var masterUser: String?
-
-    var flags: EndpointFlags {
-        EndpointFlags(tls: tls, caFile: caFile, passwordEnv: passwordEnv, passwordFile: passwordFile, passwordCommand: passwordCommand,
-                      oauth2TokenCommand: oauth2TokenCommand, oauth2TokenEndpoint: oauth2TokenEndpoint, oauth2ClientID: oauth2ClientID,
-                      oauth2ClientSecretFile: oauth2ClientSecretFile, oauth2RefreshTokenFile: oauth2RefreshTokenFile, oauth2Scope: oauth2Scope,
-                      admin: admin, masterUser: masterUser)
+    /// The endpoint for `url` on this side; `trust` is `--ca-file`.
+    func endpoint(_ url: String, trust: TrustOptions) throws -> EndpointSpec {
+        try flags.endpoint(url: url, side: S.side, sharedCAFile: trust.caFile)
     }
 }
 

@@ -55,7 +55,7 @@ public enum Diagnostics {
     static func warning(_ text: String) {
         guard !settings.quiet else { return }
         if settings.logFormat == .json {
-            writeLine(JSONLogHandler.line(level: .warning, label: "mailferry", message: text, metadata: [:]))
+            writeLine(JSONLogLine.make(level: .warning, label: "mailferry", message: text, metadata: [:]))
         } else {
             writeLine("mailferry: warning: \(text)")
         }
@@ -64,7 +64,7 @@ public enum Diagnostics {
     /// A run's summary line: plain text, or a JSON log line with `--log-format json`.
     static func summary(_ text: String) {
         if settings.logFormat == .json {
-            writeLine(JSONLogHandler.line(level: .notice, label: "mailferry", message: text, metadata: ["event": "summary"]))
+            writeLine(JSONLogLine.make(level: .notice, label: "mailferry", message: text, metadata: ["event": "summary"]))
         } else {
             writeLine(text)
         }
@@ -72,7 +72,7 @@ public enum Diagnostics {
 
     static func error(_ text: String) {
         if settings.logFormat == .json {
-            writeLine(JSONLogHandler.line(level: .error, label: "mailferry", message: text, metadata: [:]))
+            writeLine(JSONLogLine.make(level: .error, label: "mailferry", message: text, metadata: [:]))
         } else {
             writeLine("mailferry: \(text)")
         }
@@ -82,19 +82,26 @@ public enum Diagnostics {
     public static func makeLogger(label: String = "mailferry") -> Logger {
         let s = settings
         var logger = Logger(label: label) { label in
-            s.logFormat == .json ? JSONLogHandler(label: label) as any LogHandler : TextLogHandler(label: label)
+            DiagnosticsLogHandler(label: label, format: s.logFormat)
         }
         logger.logLevel = s.logLevel
         return logger
     }
 }
 
-/// `2026-11-22T01:02:03Z info imap: message key=value`, redacted.
-struct TextLogHandler: LogHandler {
+/// The log handler behind `makeLogger`: every line goes through
+/// `Diagnostics.writeLine`, redacted, as text
+/// (`2026-11-22T01:02:03Z info imap: message key=value`) or, with
+/// `--log-format json`, as one JSON object per line for log shippers.
+struct DiagnosticsLogHandler: LogHandler {
     var label: String
+    var format: OutputSettings.LogFormat
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .info
-    init(label: String) { self.label = label }
+    init(label: String, format: OutputSettings.LogFormat) {
+        self.label = label
+        self.format = format
+    }
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
@@ -102,32 +109,22 @@ struct TextLogHandler: LogHandler {
     func log(event: LogEvent) {
         var all = metadata
         if let m = event.metadata { all.merge(m) { $1 } }
-        let meta = all.sorted { $0.key < $1.key }.map { "\($0.key)=\(LogRedaction.value($0.key, $0.value))" }.joined(separator: " ")
-        let ts = ISO8601DateFormatter().string(from: Date())
-        Diagnostics.writeLine("\(ts) \(event.level) \(label): \(LogRedaction.protocolLine(event.message.description))" + (meta.isEmpty ? "" : " " + meta))
+        let fields = all.reduce(into: [String: String]()) { $0[$1.key] = LogRedaction.value($1.key, $1.value) }
+        let message = LogRedaction.protocolLine(event.message.description)
+        switch format {
+        case .text:
+            let meta = fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            let ts = ISO8601DateFormatter().string(from: Date())
+            Diagnostics.writeLine("\(ts) \(event.level) \(label): \(message)" + (meta.isEmpty ? "" : " " + meta))
+        case .json:
+            Diagnostics.writeLine(JSONLogLine.make(level: event.level, label: label, message: message, metadata: fields))
+        }
     }
 }
 
-/// One JSON object per line, for log shippers.
-struct JSONLogHandler: LogHandler {
-    var label: String
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-    init(label: String) { self.label = label }
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-        var all = metadata
-        if let m = event.metadata { all.merge(m) { $1 } }
-        var flat: [String: String] = [:]
-        for (k, v) in all { flat[k] = LogRedaction.value(k, v) }
-        Diagnostics.writeLine(JSONLogHandler.line(level: event.level, label: label,
-                                                  message: LogRedaction.protocolLine(event.message.description), metadata: flat))
-    }
-
-    static func line(level: Logger.Level, label: String, message: String, metadata: [String: String]) -> String {
+/// One JSON log object on one line.
+enum JSONLogLine {
+    static func make(level: Logger.Level, label: String, message: String, metadata: [String: String]) -> String {
         var obj: [String: String] = metadata
         obj["time"] = ISO8601DateFormatter().string(from: Date())
         obj["level"] = level.rawValue
