@@ -53,8 +53,25 @@ enum ErrorPresenter {
     /// itself, or else a standard one for its kind.
     static func text(for e: MailError) -> String {
         var e = e
-        if e.hint == nil { e.hint = defaultHint(for: e, side: nil) }
+        if let hint = e.hint {
+            if isDiskFull(e), !hint.contains("run again") { e.hint = hint + "; free some space and run again (a re-run resumes)" }
+        } else {
+            e.hint = defaultHint(for: e, side: nil)
+        }
         return e.description
+    }
+
+    /// A storage error because the disk (or the quota) is full.
+    static func isDiskFull(_ e: MailError) -> Bool {
+        let lower = (e.message + " " + (e.hint ?? "")).lowercased()
+        return e.kind == .storage && (lower.contains("no space left") || lower.contains("disk is full")
+            || lower.contains("disk (or quota) is full") || lower.contains("quota exceeded") || lower.contains("database or disk is full"))
+    }
+
+    /// A TLS error because the server lacks (or refused) STARTTLS / STLS.
+    static func isAboutSTARTTLS(_ e: MailError) -> Bool {
+        let lower = e.message.lowercased()
+        return e.kind == .tls && (lower.contains("starttls") || lower.contains("stls"))
     }
 
     static func defaultHint(for e: MailError, side: Side?) -> String? {
@@ -62,8 +79,8 @@ enum ErrorPresenter {
         let tlsFlag = side.map { $0.flag("tls") } ?? "--from-tls/--to-tls"
         switch e.kind {
         case .tls:
-            if lower.contains("starttls") || lower.contains("stls") {
-                return "the server does not offer STARTTLS; if a plaintext connection is really wanted (a trusted local network), pass \(tlsFlag) none"
+            if isAboutSTARTTLS(e) {
+                return "connect with implicit TLS (imaps://, pop3s://) if the server offers it, or pass \(tlsFlag) none when a plaintext connection is really wanted (on a trusted network only)"
             }
             if lower.contains("certificate") || lower.contains("trust") || lower.contains("verify") || lower.contains("self-signed") || lower.contains("issuer") {
                 return "if the server uses a private or self-signed CA, pass its certificate with --ca-file PEM"
@@ -78,7 +95,7 @@ enum ErrorPresenter {
                 : "check the host name and the port, and that the server is running"
         case .storage:
             if lower.contains("lock") || lower.contains("held by another run") { return "another mailferry run holds the lock; wait for it to finish (or check that no run is left over)" }
-            if lower.contains("space") || lower.contains("full") { return "free some space and run again; a re-run resumes" }
+            if isDiskFull(e) { return "free some space and run again (a re-run resumes)" }
             if lower.contains("permission") { return "check the owner and permissions of the path" }
             return nil
         case .corrupt:

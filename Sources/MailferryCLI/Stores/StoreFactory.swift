@@ -114,7 +114,8 @@ enum StoreFactory {
     /// Names this side's flags in the hint (`--from-tls` rather than `--tls`).
     static func annotate(_ error: Error, side: Side) -> Error {
         guard var m = error as? MailError else { return error }
-        if m.hint == nil { m.hint = ErrorPresenter.defaultHint(for: m, side: side) }
+        // The clients' own STARTTLS hint names a generic --tls: give this side's flag, and the caveat.
+        if m.hint == nil || ErrorPresenter.isAboutSTARTTLS(m) { m.hint = ErrorPresenter.defaultHint(for: m, side: side) }
         if var h = m.hint {
             h = h.replacingOccurrences(of: "--tls none", with: "\(side.flag("tls")) none")
                 .replacingOccurrences(of: "check --tls", with: "check \(side.flag("tls"))")
