@@ -32,7 +32,9 @@ enum Posix {
         case EROFS: hint = "the file system is read-only"
         default: hint = nil
         }
-        return MailError(kind, scope: scope, "cannot \(op) \(path): \(errorText(err))", hint: hint,
+        // A full disk is not one folder's trouble: every write after it fails too, so it ends the run.
+        let reach: MailError.Scope = err == ENOSPC || err == EDQUOT ? .local : scope
+        return MailError(kind, scope: reach, "cannot \(op) \(path): \(errorText(err))", hint: hint,
                          folder: folder, messageID: messageID)
     }
 

@@ -14,6 +14,14 @@ struct Sessions: Sendable {
         try? await source.close()
         try? await destination.close()
     }
+
+    /// Closes both at the end of work that succeeded. The destination's close
+    /// can be where its writes become durable (an archive seals its run there),
+    /// so its failure (a full disk, say) fails the run instead of passing unseen.
+    func closeAfterSuccess() async throws {
+        try? await source.close()
+        try await destination.close()
+    }
 }
 
 /// The pair's knowledge once listings, state and hashing have been put together.
@@ -362,9 +370,10 @@ struct Executor: Sendable {
                         try state.complete(f.seq, JournalOutcome(.abandoned))
                         self.fail(pair, f.item.sourceID, e.description, folderReport)
                     } catch {
-                        window.fail(error)
+                        let named = Self.naming(error, pair, f.item.sourceID)
+                        window.fail(named)
                         // Drain so the producer is not left waiting.
-                        throw error
+                        throw named
                     }
                 }
             }
@@ -406,6 +415,8 @@ struct Executor: Sendable {
                             try state.complete(seq, JournalOutcome(.abandoned))
                             self.fail(pair, item.sourceID, e.description, folderReport)
                             return
+                        } catch {
+                            throw Self.naming(error, pair, item.sourceID)
                         }
                         try effects.did("append \(pair.source) \(item.sourceID) to \(pair.destination)")
                         cont.yield(InFlight(seq: seq, item: item, tap: tap, pending: pending, dateSource: dateSource))
@@ -422,6 +433,13 @@ struct Executor: Sendable {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// A run-ending error met while copying one message (a full disk, say)
+    /// names the folder and the message it stopped at.
+    static func naming(_ error: Error, _ pair: FolderPair, _ id: MessageID) -> Error {
+        guard let e = error as? MailError, e.scope == .local, e.folder == nil, e.messageID == nil else { return error }
+        return e.with(folder: pair.source, messageID: id.rawValue)
     }
 
     func fail(_ pair: FolderPair, _ id: MessageID?, _ reason: String, _ folderReport: Locked<FolderReport>) {

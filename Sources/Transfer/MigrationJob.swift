@@ -70,7 +70,11 @@ public struct MigrationJob: Sendable {
             await control.close()
             throw Self.mapped(error)
         }
-        await control.close()
+        do {
+            try await control.closeAfterSuccess()
+        } catch {
+            throw Self.mapped(error)
+        }
         return report.with {
             $0.finished = Date()
             return $0
@@ -214,7 +218,7 @@ public struct MigrationJob: Sendable {
                         if w == 0 { finalControl.with { $0 = sessions } } else { await sessions.close() }
                         throw error
                     }
-                    if w == 0 { finalControl.with { $0 = sessions } } else { await sessions.close() }
+                    if w == 0 { finalControl.with { $0 = sessions } } else { try await sessions.closeAfterSuccess() }
                 }
             }
             try await group.waitForAll()

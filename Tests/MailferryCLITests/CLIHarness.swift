@@ -33,13 +33,15 @@ enum CLI {
 
     /// Runs mailferry with `args`. `env` is added to a minimal environment
     /// (PATH, HOME) so that the developer's own variables do not leak in.
+    /// `launcher` runs it through another command (`nsenter … --`).
     static func mailferry(_ args: [String], env: [String: String] = [:], timeout: TimeInterval = 120,
-                          cwd: String? = nil) throws -> Result {
+                          cwd: String? = nil, launcher: [String] = []) throws -> Result {
         var e = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
                  "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/tmp",
                  "XDG_STATE_HOME": FileManager.default.temporaryDirectory.appendingPathComponent("mailferry-test-state").path]
         e.merge(env) { $1 }
-        return try run(binary, args, env: e, timeout: timeout, cwd: cwd)
+        guard let exe = launcher.first else { return try run(binary, args, env: e, timeout: timeout, cwd: cwd) }
+        return try run(exe, Array(launcher.dropFirst()) + [binary] + args, env: e, timeout: timeout, cwd: cwd)
     }
 
     static func run(_ exe: String, _ args: [String], env: [String: String]?, timeout: TimeInterval, cwd: String? = nil) throws -> Result {
