@@ -65,7 +65,8 @@ enum ErrorPresenter {
     static func isDiskFull(_ e: MailError) -> Bool {
         let lower = (e.message + " " + (e.hint ?? "")).lowercased()
         return e.kind == .storage && (lower.contains("no space left") || lower.contains("disk is full")
-            || lower.contains("disk (or quota) is full") || lower.contains("quota exceeded") || lower.contains("database or disk is full"))
+            || lower.contains("disk (or quota) is full") || lower.contains("quota exceeded") || lower.contains("database or disk is full")
+            || lower.contains("enough space"))
     }
 
     /// A TLS error because the server lacks (or refused) STARTTLS / STLS.
