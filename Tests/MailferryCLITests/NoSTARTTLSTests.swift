@@ -103,6 +103,7 @@ import Testing
         let other = c.side == "from" ? "--to-tls" : "--from-tls"
         #expect(!line.contains(other) && !line.contains(" --tls"), "and not another side's or a generic flag: \(line)")
         #expect(line.contains("really wanted"), "plaintext only when it is really wanted: \(line)")
+        #expect(line.contains("\(c.scheme)s://"), "offers the implicit-TLS URL of the same protocol: \(line)")
         for junk in ["Fatal error", "Stack dump", "Backtrace", "MailError(", "NIO", ".swift:"] {
             #expect(!r.stderr.contains(junk), "no stack trace or type names (\(junk)): \(r.stderr)")
         }

@@ -81,7 +81,9 @@ enum ErrorPresenter {
         switch e.kind {
         case .tls:
             if isAboutSTARTTLS(e) {
-                return "connect with implicit TLS (imaps://, pop3s://) if the server offers it, or pass \(tlsFlag) none when a plaintext connection is really wanted (on a trusted network only)"
+                // POP3 calls it STLS; "starttls" does not contain "stls".
+                let implicit = lower.contains("stls") ? "pop3s://, port 995" : "imaps://, port 993"
+                return "connect with implicit TLS (\(implicit)) if the server offers it, or pass \(tlsFlag) none when a plaintext connection is really wanted (on a trusted network only)"
             }
             if lower.contains("certificate") || lower.contains("trust") || lower.contains("verify") || lower.contains("self-signed") || lower.contains("issuer") {
                 return "if the server uses a private or self-signed CA, pass its certificate with --ca-file PEM"
