@@ -43,7 +43,7 @@ struct DiskFullTests {
     struct Scenario: Sendable, CustomTestStringConvertible {
         enum Filled: String, Sendable { case destination, state }
         var name: String
-        /// `migrate` or `backup`.
+        /// `migrate`, `backup` or `restore` (from an archive of the source made first).
         var command: String
         /// The destination URL's scheme: maildir, mbox or archive.
         var scheme: String
@@ -71,6 +71,8 @@ struct DiskFullTests {
                  kibibytes: 1024, leave: 400, namesMessage: false),
         Scenario(name: "state directory", command: "migrate", scheme: "maildir", filled: .state,
                  kibibytes: 8192, leave: 200, namesMessage: false),
+        Scenario(name: "restore into a Maildir", command: "restore", scheme: "maildir", filled: .destination,
+                 kibibytes: 1024, leave: 144, namesMessage: true),
     ]
 
     @Test(arguments: scenarios)
@@ -91,8 +93,14 @@ struct DiskFullTests {
         let destinationPath = s.filled == .destination ? mountPoint + "/dst" : dir.path + "/dst"
         let statePath = s.filled == .state ? mountPoint + "/state/state.sqlite" : dir.path + "/state/state.sqlite"
         let destination = "\(s.scheme):\(destinationPath)"
-        let args = [s.command, "--from", "maildir:" + src, "--to", destination, "--state", statePath]
         let env = ["XDG_STATE_HOME": dir.path + "/xdg"]
+        var from = "maildir:" + src
+        if s.command == "restore" {
+            from = "archive:" + dir.path + "/backup"
+            let b = try CLI.mailferry(["backup", "--from", "maildir:" + src, "--to", from, "--state", dir.path + "/backup.sqlite"], env: env)
+            #expect(b.status == 0, "\(b.stderr)")
+        }
+        let args = [s.command, "--from", from, "--to", destination, "--state", statePath]
 
         // 1. The disk fills up.
         try fs.fill(leaving: s.leave)
@@ -106,7 +114,9 @@ struct DiskFullTests {
         #expect(line.contains(mountPoint), "names the file it could not write: \(line)")
         #expect(line.contains("free some space and run again"), "says what to do: \(line)")
         if s.namesMessage {
-            #expect(line.contains("(message 1700000"), "names the message it stopped at: \(line)")
+            // Source ids: Maildir file names here, catalog ids for an archive.
+            #expect(line.contains(s.command == "restore" ? "(message " : "(message 1700000"), "names the message it stopped at: \(line)")
+            #expect(line.contains("INBOX") || line.contains("Work"), "and its folder: \(line)")
         }
         for junk in ["Fatal error", "Stack dump", "Backtrace", "MailError(", "DatabaseError", ".swift:"] {
             #expect(!first.stderr.contains(junk), "no stack trace or type names (\(junk)): \(first.stderr)")
