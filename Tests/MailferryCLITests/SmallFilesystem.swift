@@ -65,16 +65,19 @@ final class SmallFilesystem: @unchecked Sendable {
             let pid = try ProcessRunner.spawnDetached(unshare, attempt.args + ["/bin/sh", "-c", script, "holder", mountPoint], logFile: log)
             let deadline = Date().addingTimeInterval(15)
             var status: Int32 = 0
-            while Date() < deadline {
+            var exited = false
+            while Date() < deadline, !exited {
                 if FileManager.default.fileExists(atPath: "/proc/\(pid)/root\(mountPoint)/.mounted") {
                     try? FileManager.default.removeItem(atPath: log)
                     return SmallFilesystem(mountPoint: mountPoint, pid: pid, userNamespace: attempt.userNamespace)
                 }
-                if waitpid(pid, &status, WNOHANG) == pid { break }
-                usleep(20_000)
+                exited = waitpid(pid, &status, WNOHANG) == pid
+                if !exited { usleep(20_000) }
             }
-            kill(pid, SIGKILL)
-            _ = waitpid(pid, &status, 0)
+            if !exited {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+            }
             let why = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
             try? FileManager.default.removeItem(atPath: log)
             reasons.append("unshare \(attempt.args.joined(separator: " ")): \(why.isEmpty ? "no tmpfs after 15 s" : why)")
