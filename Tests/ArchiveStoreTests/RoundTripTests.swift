@@ -285,26 +285,26 @@ struct RoundTripTests {
         for s in samples {
             let bytes = Array(s.utf8)
             for chunk in [1, 2, 3, 100] {
-                var q = MboxrdQuoter()
+                var q = FromQuoter()
                 var quoted: [UInt8] = []
                 var i = 0
                 while i < bytes.count {
                     let end = min(i + chunk, bytes.count)
-                    bytes[i..<end].withUnsafeBytes { q.quote($0, into: &quoted) }
+                    bytes[i..<end].withUnsafeBytes { q.process($0, into: &quoted) }
                     i = end
                 }
-                q.finish(into: &quoted)
+                q.flush(into: &quoted)
                 // No line of the quoted text starts with "From ".
                 #expect(!String(decoding: quoted, as: UTF8.self).split(separator: "\n").contains { $0.hasPrefix("From ") })
-                var u = MboxrdUnquoter()
+                var u = FromUnquoter()
                 var back: [UInt8] = []
                 i = 0
                 while i < quoted.count {
                     let end = min(i + chunk, quoted.count)
-                    quoted[i..<end].withUnsafeBytes { u.unquote($0, into: &back) }
+                    quoted[i..<end].withUnsafeBytes { u.process($0, into: &back) }
                     i = end
                 }
-                u.finish(into: &back)
+                u.flush(into: &back)
                 #expect(back == bytes, "\(s) chunk \(chunk)")
             }
         }
