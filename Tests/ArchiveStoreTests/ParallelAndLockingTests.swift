@@ -61,7 +61,7 @@ func engineBackup(_ src: MemoryServer, to path: String, state: String, parallel:
     return try await job.run()
 }
 
-final class Counter: @unchecked Sendable {
+final class TurnCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var now = 0
     private(set) var peak = 0
@@ -76,7 +76,7 @@ struct ParallelBackupTests {
     /// number waiting, and every waiter gets its turn.
     @Test func turnstileAdmitsOneAtATime() async {
         let gate = AsyncTurnstile()
-        let c = Counter()
+        let c = TurnCounter()
         await withTaskGroup(of: Void.self) { g in
             for i in 0..<200 {
                 g.addTask {

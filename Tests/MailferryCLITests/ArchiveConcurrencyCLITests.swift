@@ -28,7 +28,7 @@ func maildirImage(_ root: String) -> [String: Int] {
     return out
 }
 
-func jsonObject(_ text: String) -> [String: Any] {
+func jsonDictionary(_ text: String) -> [String: Any] {
     (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
 }
 
@@ -78,7 +78,7 @@ struct ArchiveConcurrencyCLITests {
             #expect(b.status == 0, "--parallel \(n): \(b.stderr)")
             let l = try CLI.mailferry(["archive", "list", arch, "--json"])
             #expect(l.status == 0, "\(l.stderr)")
-            lists.append(jsonObject(l.stdout))
+            lists.append(jsonDictionary(l.stdout))
             #expect(try CLI.mailferry(["archive", "check", arch]).status == 0)
             let r = try CLI.mailferry(["restore", "--from", "archive:" + arch, "--to", "maildir:" + dir.path + "/restored\(n)",
                                        "--state", dir.path + "/r\(n).sqlite"])
@@ -108,7 +108,7 @@ struct ArchiveConcurrencyCLITests {
         let held = try #require(HeldArchiveLock(arch))
         let l = try CLI.mailferry(["archive", "list", arch, "--json"])
         #expect(l.status == 0, "\(l.stderr)")
-        #expect(jsonObject(l.stdout)["storedMessages"] as? Int == made.values.reduce(0) { $0 + $1.count })
+        #expect(jsonDictionary(l.stdout)["storedMessages"] as? Int == made.values.reduce(0) { $0 + $1.count })
         let c = try CLI.mailferry(["archive", "check", arch])
         #expect(c.status == 0, "\(c.stderr)")
         let r = try CLI.mailferry(["restore", "--from", "archive:" + arch, "--to", "maildir:" + dir.path + "/restored",
@@ -172,7 +172,7 @@ struct DovecotParallelBackupTests {
             seconds[n] = Date().timeIntervalSince(started)
             #expect(b.status == 0, "--parallel \(n): \(b.stderr)")
             let l = try CLI.mailferry(["archive", "list", arch, "--json"])
-            lists.append(jsonObject(l.stdout))
+            lists.append(jsonDictionary(l.stdout))
             let c = try CLI.mailferry(["archive", "check", arch])
             #expect(c.status == 0, "\(c.stderr)")
             let r = try CLI.mailferry(["restore", "--from", "archive:" + arch, "--to", "maildir:" + dir.path + "/restored\(n)",
@@ -192,7 +192,7 @@ struct DovecotParallelBackupTests {
                                       env: env, timeout: 600)
             remote[n] = Date().timeIntervalSince(started)
             #expect(b.status == 0, "through the proxy, --parallel \(n): \(b.stderr)")
-            let l = jsonObject(try CLI.mailferry(["archive", "list", arch, "--json"]).stdout)
+            let l = jsonDictionary(try CLI.mailferry(["archive", "list", arch, "--json"]).stdout)
             for k in ["storedMessages", "storedBytes", "liveLocations", "folders"] {
                 #expect("\(l[k] ?? "-")" == "\(lists[0][k] ?? "-")", "through the proxy, --parallel \(n): \(k)")
             }
