@@ -134,6 +134,62 @@ struct ParallelBackupTests {
         }
     }
 
+    /// Four fetchers deliver a 40 MB message each at once: the bodies are
+    /// spooled (1 MiB each in memory at most) while they wait for the one
+    /// volume writer, so memory stays flat. Measured in a child process
+    /// (this test binary, filtered to `parallelBigChild`), as the 200 MB test does.
+    @Test func parallelBigMessagesStayFlat() async throws {
+        let dir = makeTempDir("parallel-big")
+        defer { removeTree(dir) }
+        let report = dir + "/rss.json"
+        let (status, output) = try run(CommandLine.arguments[0],
+                                       ["--testing-library", "swift-testing", "--filter", "parallelBigChild"],
+                                       env: ["MAILFERRY_ARCHIVE_PARALLEL_BIG_CHILD": report])
+        try #require(status == 0, "child failed: \(output.suffix(3000))")
+        let r = try JSONDecoder().decode([String: Int64].self, from: Data(contentsOf: URL(fileURLWithPath: report)))
+        let baseline = r["baseline"] ?? 0, peak = r["peak"] ?? 0
+        let mb = { (x: Int64) in String(format: "%.1f MB", Double(x) / 1_048_576) }
+        print("4 × 40 MB messages appended at once (child process): baseline RSS \(mb(baseline)); peak \(mb(peak)) (+\(mb(peak - baseline)))")
+        #expect(r["ok"] == 1)
+        #expect(peak - baseline < 64 * 1024 * 1024)
+    }
+
+    /// The child half of `parallelBigMessagesStayFlat`.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["MAILFERRY_ARCHIVE_PARALLEL_BIG_CHILD"] != nil))
+    func parallelBigChild() async throws {
+        let out = try #require(ProcessInfo.processInfo.environment["MAILFERRY_ARCHIVE_PARALLEL_BIG_CHILD"])
+        let dir = makeTempDir("parallel-big-child")
+        defer { removeTree(dir) }
+        let path = dir + "/set"
+        // Sizes differ, so the four are four messages (not one stored once).
+        let gens = (0..<4).map { BigMessage(total: 40 * 1024 * 1024 + Int64($0) * 1000) }
+        let baseline = currentRSS()
+        let sampler = RSSSampler()
+        sampler.start()
+        let s = try ArchiveStore.open(path: path, create: true, logger: testLogger)
+        let results = try await withThrowingTaskGroup(of: AppendResult.self) { g in
+            for (i, gen) in gens.enumerated() {
+                let folder = FolderPath("F\(i)")!
+                try await s.createFolder(folder)
+                g.addTask {
+                    try await s.append(to: folder, AppendRequest(flags: [], internalDate: InternalDate(secondsSinceEpoch: 1_700_000_000)),
+                                       body: MessageBody(size: gen.total) { gen.next() }).result()
+                }
+            }
+            var out: [AppendResult] = []
+            for try await r in g { out.append(r) }
+            return out
+        }
+        try await s.close()
+        let peak = sampler.stop()
+        let listing = try await ArchiveStore.list(path: path, logger: testLogger)
+        let ok = Set(results.compactMap(\.key)) == Set(gens.map(\.key)) && listing.storedMessages == 4
+            && listing.storedBytes == gens.reduce(0) { $0 + $1.total }
+        #expect(ok)
+        let json: [String: Int64] = ["baseline": baseline, "peak": peak, "ok": ok ? 1 : 0]
+        try JSONEncoder().encode(json).write(to: URL(fileURLWithPath: out))
+    }
+
     /// `--parallel 4` gives the archive a serial backup gives: the same
     /// folders, messages (by key), flags and dates, the same stored bytes,
     /// one run, and messages that sit in several folders stored once.
