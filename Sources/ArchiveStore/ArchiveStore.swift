@@ -85,6 +85,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     let viewRun: Int64?
     private let recordsEmptyRun: Bool
     private let lock = NSLock()
+    /// Turns at the volume writer for parallel appenders (see `append`).
+    private let writerTurn = AsyncTurnstile()
     private var lockFD: Int32
     var state: SessionState
     private var isClosed = false
@@ -166,7 +168,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     deinit {
         state.builder?.abandon()
         for v in state.sealed { v.builder.abandon() }
-        if lockFD >= 0 { Foundation.close(lockFD) }
+        Self.releaseLock(lockFD, exclusive: isWritable)
     }
 
     var isWritable: Bool { !options.readOnly && options.asOf == nil }
@@ -175,10 +177,13 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     ///
     /// `create` also marks the session as a backup: it records a run at
     /// `close()` even when nothing was new (so `archive list` shows every
-    /// backup). Open sources for a restore with `readOnly` (a shared lock, so
-    /// parallel readers and `archive list|check` can run together).
+    /// backup). Open sources for a restore with `readOnly`: readers take a
+    /// shared lock (`PATH/lock.readers`), so restores and `archive list|check`
+    /// run together and while a backup writes (they see the set as its last
+    /// commit left it); only a prune keeps them out.
     ///
-    /// A writable open takes an exclusive lock (`PATH/lock`) and removes what
+    /// A writable open takes an exclusive lock (`PATH/lock`, holding its pid;
+    /// another backup or prune fails at once with exit 5) and removes what
     /// a crashed run left behind: temporary files, and volume files that no
     /// catalog row references (a volume renamed into place just before a
     /// crash, or the old file of an interrupted prune).
@@ -230,7 +235,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         return true
     }
 
-    private static func openUnshared(path: String, options: ArchiveOptions, create: Bool,
+    /// Opens a store of its own (tests use it to stand for another process).
+    static func openUnshared(path: String, options: ArchiveOptions, create: Bool,
                                      logger: Logger) throws -> ArchiveStore {
         let fm = FileManager.default
         let catalogPath = path + "/catalog.sqlite"
@@ -247,7 +253,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                     throw MailError(.usage, scope: .local, "archive:\(path) is a file, not a directory")
                 }
                 let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
-                guard contents.allSatisfy({ $0 == "volumes" || $0 == "lock" }) else {
+                guard contents.allSatisfy({ $0 == "volumes" || $0 == writerLockName || $0 == readerLockName }) else {
                     throw MailError(.usage, scope: .local, "archive:\(path) is a non-empty directory that holds no archive; refusing to write into it")
                 }
             } else {
@@ -268,7 +274,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             if writable { try store.cleanLeftovers() }
             return store
         } catch {
-            Foundation.close(lockFD)
+            releaseLock(lockFD, exclusive: writable)
             throw error
         }
     }
@@ -285,18 +291,86 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         }
     }
 
-    private static func takeLock(path: String, exclusive: Bool) throws -> Int32 {
-        let lockPath = path + "/lock"
+    /// The writers' lock: `backup` and `prune` hold it exclusively, with
+    /// their pid in the file for the error another run gets.
+    static let writerLockName = "lock"
+    /// The readers' lock: `restore`, `archive list` and `archive check` hold
+    /// it shared, and only `prune` takes it exclusively (it rewrites volumes
+    /// that readers may be reading). A backup does not take it: what it
+    /// writes is under temporary names and not in the catalog until its
+    /// commit, so readers see the set as the last commit left it.
+    static let readerLockName = "lock.readers"
+
+    /// Takes the writers' lock (exclusive) or the readers' lock (shared);
+    /// never waits. Returns -1 for a reader of an archive it cannot lock
+    /// (read-only medium, no lock file).
+    static func takeLock(path: String, exclusive: Bool) throws -> Int32 {
+        let lockPath = path + "/" + (exclusive ? writerLockName : readerLockName)
         var fd = Foundation.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         if fd < 0 && !exclusive { fd = Foundation.open(lockPath, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else {
-            if !exclusive && errno == ENOENT { return -1 }
+            if !exclusive && (errno == ENOENT || errno == EROFS || errno == EACCES) { return -1 }
             throw MailError(.storage, scope: .local, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
         }
         if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+            let err = errno
             Foundation.close(fd)
-            throw MailError(.storage, scope: .local, "archive:\(path) is in use by another mailferry run",
-                            hint: "wait for it to finish; the lock is \(lockPath)")
+            guard err == EWOULDBLOCK || err == EAGAIN else {
+                throw MailError(.storage, scope: .local, "cannot lock \(lockPath): \(String(cString: strerror(err)))")
+            }
+            // A reader is only kept out by a prune, which holds the writers' lock too.
+            let holder = lockHolder(path: path)
+            throw MailError(.storage, scope: .local,
+                            "archive:\(path) is locked by \(holder.map { "pid \($0)" } ?? "another process") "
+                                + (exclusive ? "(another mailferry backup or prune is writing it)"
+                                             : "(a prune is rewriting its volumes)"),
+                            hint: "wait for that run to finish; the lock is \(path)/\(writerLockName)")
+        }
+        if exclusive {
+            let pid = "\(getpid())\n"
+            _ = ftruncate(fd, 0)
+            _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
+        }
+        return fd
+    }
+
+    /// The pid a writer left in the writers' lock file, if any.
+    static func lockHolder(path: String) -> String? {
+        let fd = Foundation.open(path + "/" + writerLockName, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Foundation.close(fd) }
+        var buf = [UInt8](repeating: 0, count: 32)
+        let n = pread(fd, &buf, 31, 0)
+        guard n > 0 else { return nil }
+        let text = String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty || !text.allSatisfy(\.isNumber) ? nil : text
+    }
+
+    /// Releases a lock taken by `takeLock`; a writer first clears its pid.
+    static func releaseLock(_ fd: Int32, exclusive: Bool) {
+        guard fd >= 0 else { return }
+        if exclusive { _ = ftruncate(fd, 0) }
+        Foundation.close(fd)
+    }
+
+    /// For `prune`: keeps readers out while volumes are rewritten. Throws
+    /// (exit 5) when one is reading; the caller closes the returned fd.
+    func excludeReaders() throws -> Int32 {
+        let lockPath = path + "/" + Self.readerLockName
+        let fd = Foundation.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw MailError(.storage, scope: .local, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let err = errno
+            Foundation.close(fd)
+            guard err == EWOULDBLOCK || err == EAGAIN else {
+                throw MailError(.storage, scope: .local, "cannot lock \(lockPath): \(String(cString: strerror(err)))")
+            }
+            throw MailError(.storage, scope: .local,
+                            "archive:\(path) is being read by another mailferry run (restore, archive list or archive check); "
+                                + "prune rewrites volumes and needs the archive to itself",
+                            hint: "run the prune again when the reader has finished")
         }
         return fd
     }
@@ -571,6 +645,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         }
         let date = request.internalDate ?? InternalDate.now()
         let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : request.dateSource
+        // The volume writer is one serial sink. Parallel fetchers spool their
+        // bodies concurrently (above; at most 1 MiB each in memory, the rest
+        // in an unlinked file), then wait their turn here, suspended rather
+        // than blocking a thread, in arrival order: the queue is at most one
+        // spooled body per fetcher. Deduplication is decided in the turn, so
+        // the same message delivered by two fetchers at once is stored once.
+        await writerTurn.acquire()
+        defer { writerTurn.release() }
         let locID: Int64 = try withState { s in
             if let broken = s.broken { throw broken }
             guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
@@ -706,7 +788,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         guard !isClosed else { return }
         isClosed = true
         defer {
-            if lockFD >= 0 { Foundation.close(lockFD); lockFD = -1 }
+            Self.releaseLock(lockFD, exclusive: isWritable)
+            lockFD = -1
         }
         guard isWritable else { return }
         if let broken = state.broken {
@@ -786,5 +869,49 @@ func fsyncDirectory(_ path: String) {
     if fd >= 0 {
         fsync(fd)
         close(fd)
+    }
+}
+
+/// One holder at a time for async callers, served in arrival order; waiters
+/// are suspended, not blocking a thread of the cooperative pool (a volume
+/// write may take a while: compressing a 50 MB message).
+final class AsyncTurnstile: @unchecked Sendable {
+    private let lock = NSLock()
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var head = 0
+
+    func acquire() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now: Bool = lock.withLock {
+                if !busy {
+                    busy = true
+                    return true
+                }
+                waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Hands the turn to the next waiter, or frees it.
+    func release() {
+        let next: CheckedContinuation<Void, Never>? = lock.withLock {
+            guard head < waiters.count else {
+                busy = false
+                waiters.removeAll(keepingCapacity: true)
+                head = 0
+                return nil
+            }
+            let c = waiters[head]
+            head += 1
+            if head >= 64 && head * 2 >= waiters.count {
+                waiters.removeFirst(head)
+                head = 0
+            }
+            return c
+        }
+        next?.resume()
     }
 }

@@ -40,6 +40,15 @@ final class Catalog: @unchecked Sendable {
                 throw MailError(.usage, scope: .local, "catalog \(path) was written by a newer mailferry",
                                 hint: "use that version, or a newer one, to read this archive")
             }
+            if readOnly {
+                // Readers write nothing: they run beside a backup's writes
+                // (WAL lets them read the last commit meanwhile).
+                guard try db.read({ try Self.migrator.hasCompletedMigrations($0) }) else {
+                    throw MailError(.corrupt, scope: .local, "catalog \(path) is incomplete (its creation was interrupted)",
+                                    hint: "run a backup into the archive to finish it")
+                }
+                return
+            }
             try Self.migrator.migrate(db)
             try db.write { db in
                 for name in ["next_run", "next_volume", "next_message", "next_location", "next_folder"] {
@@ -161,17 +170,19 @@ final class Catalog: @unchecked Sendable {
     }
 
     func volumes() throws -> [VolumeRecord] {
-        try wrap("listing volumes") {
-            try db.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM volumes ORDER BY id").map(VolumeRecord.init(row:))
-            }
-        }
+        try wrap("listing volumes") { try db.read(Self.volumes) }
+    }
+
+    static func volumes(_ db: Database) throws -> [VolumeRecord] {
+        try Row.fetchAll(db, sql: "SELECT * FROM volumes ORDER BY id").map(VolumeRecord.init(row:))
     }
 
     func runs() throws -> [RunRecord] {
-        try wrap("listing runs") {
-            try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY id").map(RunRecord.init(row:)) }
-        }
+        try wrap("listing runs") { try db.read(Self.runs) }
+    }
+
+    static func runs(_ db: Database) throws -> [RunRecord] {
+        try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY id").map(RunRecord.init(row:))
     }
 
     func folders() throws -> [(id: Int64, path: FolderPath, firstRun: Int64)] {
@@ -379,11 +390,19 @@ struct MessageRecord: Sendable, Hashable {
         self.entryOffset = entryOffset; self.entryLength = entryLength; self.entryIndex = entryIndex; self.firstRun = firstRun
     }
 
+    /// A `messages` row.
     init?(row: Row) {
+        self.init(row: row, idColumn: "id", firstRun: row["first_run"])
+    }
+
+    /// The message columns of `row`: a `messages` row, or a join that names
+    /// the message by another column (`message_id` in a locations row).
+    /// The one place message columns are decoded.
+    init?(row: Row, idColumn: String, firstRun: Int64) {
         guard let k = MessageKey(hex: row["key"]) else { return nil }
-        id = row["id"]; key = k; size = row["size"]; volumeID = row["volume_id"]; entryPath = row["entry_path"]
+        id = row[idColumn]; key = k; size = row["size"]; volumeID = row["volume_id"]; entryPath = row["entry_path"]
         entryOffset = row["entry_offset"]; entryLength = row["entry_length"]; entryIndex = row["entry_index"]
-        firstRun = row["first_run"]
+        self.firstRun = firstRun
     }
 }
 
@@ -412,8 +431,9 @@ struct LocationRecord: Sendable, Hashable {
     }
 
     init?(row: Row) {
-        guard let folder = Catalog.decodeFolder(row["folder_path"]), let key = MessageKey(hex: row["key"]) else { return nil }
-        id = row["id"]; messageID = row["message_id"]; folderID = row["folder_id"]; self.folder = folder
+        guard let folder = Catalog.decodeFolder(row["folder_path"]),
+              let message = MessageRecord(row: row, idColumn: "message_id", firstRun: 0) else { return nil }
+        id = row["id"]; messageID = message.id; folderID = row["folder_id"]; self.folder = folder
         flags = Catalog.decodeFlags(row["flags"]) ?? []
         initialFlags = Catalog.decodeFlags(row["initial_flags"]) ?? []
         if let d: Int64 = row["internal_date"] {
@@ -421,9 +441,7 @@ struct LocationRecord: Sendable, Hashable {
         }
         dateSource = (row["date_source"] as String?).flatMap(DateSource.init(rawValue:))
         sourceID = row["source_id"]; firstRun = row["first_run"]; deletedRun = row["deleted_run"]
-        message = MessageRecord(id: messageID, key: key, size: row["size"], volumeID: row["volume_id"],
-                                entryPath: row["entry_path"], entryOffset: row["entry_offset"],
-                                entryLength: row["entry_length"], entryIndex: row["entry_index"], firstRun: 0)
+        self.message = message
         volumeName = row["volume_name"]
         headers = Catalog.decodeHeaders(row["headers"])
     }

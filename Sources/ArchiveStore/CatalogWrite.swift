@@ -43,11 +43,7 @@ extension Catalog {
                     try db.execute(sql: "UPDATE meta SET value = ? WHERE name = ?", arguments: [String(value), name])
                 }
                 for v in c.volumes {
-                    try db.execute(sql: """
-                        INSERT INTO volumes(id, name, run_id, format, compression, file_size, sha256, message_count, created_at, replaces)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [v.id, v.name, v.runID, v.format.rawValue, v.compression.rawValue, v.fileSize,
-                                         v.sha256, v.messageCount, v.createdAt, v.replaces])
+                    try Catalog.insert(v, db)
                 }
                 for f in c.newFolders {
                     try db.execute(sql: "INSERT INTO folders(id, path, first_run) VALUES (?, ?, ?)",
@@ -113,6 +109,15 @@ extension Catalog {
         }
     }
 
+    /// The one place a volume row is written (a run's volumes, a prune's rewrites).
+    static func insert(_ v: VolumeRecord, _ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO volumes(id, name, run_id, format, compression, file_size, sha256, message_count, created_at, replaces)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [v.id, v.name, v.runID, v.format.rawValue, v.compression.rawValue, v.fileSize,
+                             v.sha256, v.messageCount, v.createdAt, v.replaces])
+    }
+
     /// Replaces one volume by its rewrite (or by nothing), dropping pruned rows.
     func replaceVolume(old: VolumeRecord, new: VolumeRecord?, moved: [MessageRecord], removedMessages: [Int64],
                        removedLocations: [Int64], nextVolume: Int64) throws {
@@ -120,11 +125,7 @@ extension Catalog {
             try db.write { db in
                 try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'next_volume'", arguments: [String(nextVolume)])
                 if let v = new {
-                    try db.execute(sql: """
-                        INSERT INTO volumes(id, name, run_id, format, compression, file_size, sha256, message_count, created_at, replaces)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [v.id, v.name, v.runID, v.format.rawValue, v.compression.rawValue, v.fileSize,
-                                         v.sha256, v.messageCount, v.createdAt, v.replaces])
+                    try Catalog.insert(v, db)
                 }
                 for id in removedLocations {
                     try db.execute(sql: "DELETE FROM locations WHERE id = ?", arguments: [id])

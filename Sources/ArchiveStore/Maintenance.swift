@@ -120,7 +120,7 @@ extension ArchiveStore {
         }
     }
 
-    /// `archive prune PATH --deleted-before DATE` (exclusive lock).
+    /// `archive prune PATH --deleted-before DATE` (exclusive lock, and no reader).
     public static func prune(path: String, deletedBefore: InternalDate, logger: Logger) async throws -> ArchivePruneReport {
         let s = try open(path: path, options: ArchiveOptions(), create: false, logger: logger)
         do {
@@ -135,13 +135,15 @@ extension ArchiveStore {
 
     // MARK: - list
 
+    /// One read transaction: a backup committing meanwhile is either wholly
+    /// in the listing or not at all.
     public func list() throws -> ArchiveListing {
-        let volumes = try catalog.volumes()
-        var byRun: [Int64: [String]] = [:]
-        for v in volumes { byRun[v.runID, default: []].append(v.name) }
-        let runs = try catalog.runs()
-        return try catalog.wrap("listing the archive") {
+        try catalog.wrap("listing the archive") {
             try catalog.db.read { db in
+                let volumes = try Catalog.volumes(db)
+                var byRun: [Int64: [String]] = [:]
+                for v in volumes { byRun[v.runID, default: []].append(v.name) }
+                let runs = try Catalog.runs(db)
                 let stored = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS s FROM messages")
                 let live = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM locations WHERE deleted_run IS NULL") ?? 0
                 let dead = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM locations WHERE deleted_run IS NOT NULL") ?? 0
@@ -229,8 +231,14 @@ extension ArchiveStore {
     /// rename, one catalog transaction, then the old file is removed. A crash
     /// at any point leaves a consistent set (a leftover file is cleaned on the
     /// next open).
+    ///
+    /// Readers (restore, `archive list|check`) are kept out while it runs,
+    /// and it fails (exit 5) when one is reading: they could otherwise open a
+    /// volume the prune is about to replace.
     public func prune(deletedBefore: InternalDate) throws -> ArchivePruneReport {
         try requirePrunable()
+        let readersLock = try excludeReaders()
+        defer { Foundation.close(readersLock) }
         let cutoff = deletedBefore.secondsSinceEpoch
         let volumesBefore = try catalog.volumes()
         var report = ArchivePruneReport(deletedBefore: deletedBefore, locationsRemoved: 0, messagesRemoved: 0,

@@ -264,26 +264,24 @@ final class MboxSpool {
         latestDate = max(latestDate, date)
         try put(VolumeLayout.mboxFromLine(date) + VolumeLayout.mboxStatusHeaders(flags))
         let start = size
-        var quoter = MboxrdQuoter()
+        var quoter = FromQuoter()
         var out: [UInt8] = []
-        var last: UInt8 = 0x0A
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
         defer { buf.deallocate() }
         while true {
             let n = try spool.read(into: buf)
             if n == 0 { break }
-            last = buf[n - 1]
             out.removeAll(keepingCapacity: true)
-            quoter.quote(UnsafeRawBufferPointer(rebasing: buf[0..<n]), into: &out)
+            quoter.process(UnsafeRawBufferPointer(rebasing: buf[0..<n]), into: &out)
             try put(out)
         }
         out.removeAll(keepingCapacity: true)
-        quoter.finish(into: &out)
+        quoter.flush(into: &out)
         try put(out)
         let length = size - start
         // A message that does not end with a newline gets one, then the blank
         // separator line; neither belongs to the message.
-        try put(last == 0x0A ? [0x0A] : [0x0A, 0x0A])
+        try put((quoter.lastByte ?? 0x0A) == 0x0A ? [0x0A] : [0x0A, 0x0A])
         return (start, length)
     }
 
@@ -383,7 +381,7 @@ final class MessageStream: @unchecked Sendable {
     private let volumeName: String
     private let entryPath: String
     private var remaining: Int64
-    private var unquoter: MboxrdUnquoter?
+    private var unquoter: FromUnquoter?
     private var hasher = MessageHasher()
     private var produced: Int64 = 0
     private var finished = false
@@ -395,7 +393,7 @@ final class MessageStream: @unchecked Sendable {
         self.volumeName = volumeName
         self.entryPath = entryPath
         self.remaining = record.entryLength
-        self.unquoter = unquote ? MboxrdUnquoter() : nil
+        self.unquoter = unquote ? FromUnquoter() : nil
     }
 
     private func corrupt(_ what: String) -> MailError {
@@ -409,7 +407,7 @@ final class MessageStream: @unchecked Sendable {
         if remaining == 0 {
             finished = true
             var tail: [UInt8] = []
-            unquoter?.finish(into: &tail)
+            unquoter?.flush(into: &tail)
             if !tail.isEmpty { hasher.update(tail); produced += Int64(tail.count) }
             guard produced == record.size else { throw corrupt("has \(produced) bytes, catalog says \(record.size)") }
             guard hasher.finalize() == record.key else { throw corrupt("does not match its key (damaged bytes)") }
@@ -423,7 +421,7 @@ final class MessageStream: @unchecked Sendable {
         if var u = unquoter {
             out = []
             out.reserveCapacity(n)
-            buffer.withUnsafeBytes { u.unquote(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: &out) }
+            buffer.withUnsafeBytes { u.process(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: &out) }
             unquoter = u
         } else {
             out = Array(buffer[0..<n])

@@ -289,128 +289,144 @@ struct MboxScanner {
     }
 }
 
-/// Undoes mboxrd quoting while streaming: a line `>+From ` loses one `>`.
-struct FromUnquoter: StreamFilter {
+/// Where the quoters write: an array (mbox and archive writers) or a
+/// `ByteBuffer` (the mbox store's read filter).
+protocol QuotingSink {
+    mutating func put(_ byte: UInt8)
+    mutating func put(_ bytes: UnsafeRawBufferPointer)
+}
+
+extension Array: QuotingSink where Element == UInt8 {
+    mutating func put(_ byte: UInt8) { append(byte) }
+    mutating func put(_ bytes: UnsafeRawBufferPointer) { append(contentsOf: bytes) }
+}
+
+extension ByteBuffer: QuotingSink {
+    mutating func put(_ byte: UInt8) { writeInteger(byte) }
+    mutating func put(_ bytes: UnsafeRawBufferPointer) { writeBytes(bytes) }
+}
+
+/// The line-start matcher both quoters share: a run of `>` then `From `.
+///
+/// Its state is O(1) whatever the line: the `>` run is passed on as it comes
+/// (all `>` are alike, so adding or dropping one at the end of the run is the
+/// same as at its start) and at most four bytes of `From ` are held back.
+struct FromLineMatcher {
+    static let from: [UInt8] = Array("From ".utf8)
     private var atLineStart = true
-    private var pending: [UInt8] = []
+    private var inPrefix = false
+    /// `>` seen at the start of this line (the unquoter holds the first back).
+    private var quotes = 0
+    /// Bytes of `From ` matched after the `>` run.
+    private var matched = 0
 
-    init() {}
-
-    mutating func process(_ chunk: ByteBuffer, final: Bool) -> ByteBuffer {
-        var out = ByteBuffer()
-        out.reserveCapacity(chunk.readableBytes + pending.count)
-        chunk.withUnsafeReadableBytes { p in
-            var i = 0
-            let n = p.count
-            while i < n {
-                if atLineStart || !pending.isEmpty {
-                    let b = p[i]
+    /// Copies `p` to `out`; at each line start, a line `>{minQuotes,}From `
+    /// gets `delta` (+1 or -1) `>`. Returns how many lines were changed.
+    mutating func run<S: QuotingSink>(_ p: UnsafeRawBufferPointer, into out: inout S, minQuotes: Int, delta: Int) -> Int {
+        var changed = 0
+        var i = 0
+        let n = p.count
+        while i < n {
+            if atLineStart {
+                atLineStart = false
+                inPrefix = true
+                quotes = 0
+                matched = 0
+            }
+            if inPrefix {
+                let b = p[i]
+                if matched == 0 && b == UInt8(ascii: ">") {
+                    quotes += 1
+                    // Dropping one: hold back the first `>` until the line is known.
+                    if delta >= 0 || quotes > 1 { out.put(b) }
                     i += 1
-                    pending.append(b)
-                    switch Self.match(pending) {
-                    case .partial:
-                        continue
-                    case .quoted:
-                        out.writeBytes(pending.dropFirst())
-                        pending.removeAll(keepingCapacity: true)
-                        atLineStart = false
-                    case .no:
-                        out.writeBytes(pending)
-                        atLineStart = b == 0x0A
-                        pending.removeAll(keepingCapacity: true)
+                    continue
+                }
+                if quotes >= minQuotes && b == Self.from[matched] {
+                    matched += 1
+                    i += 1
+                    if matched == Self.from.count {
+                        if delta > 0 { out.put(UInt8(ascii: ">")) }
+                        Self.from.withUnsafeBytes { out.put($0) }
+                        changed += 1
+                        inPrefix = false
                     }
                     continue
                 }
-                let rest = UnsafeRawBufferPointer(rebasing: p[i..<n])
-                if let lf = memchr(rest.baseAddress!, 0x0A, rest.count) {
-                    let len = (UnsafeRawPointer(lf) - rest.baseAddress!) + 1
-                    out.writeBytes(UnsafeRawBufferPointer(rebasing: rest[0..<len]))
-                    i += len
-                    atLineStart = true
-                } else {
-                    out.writeBytes(rest)
-                    i = n
-                }
+                flushPrefix(into: &out, delta: delta)
+                // `b` is not consumed: the copy below starts with it.
+            }
+            let rest = UnsafeRawBufferPointer(rebasing: p[i..<n])
+            if let base = rest.baseAddress, let lf = memchr(base, 0x0A, rest.count) {
+                let len = (UnsafeRawPointer(lf) - base) + 1
+                out.put(UnsafeRawBufferPointer(rebasing: rest[0..<len]))
+                i += len
+                atLineStart = true
+            } else {
+                out.put(rest)
+                i = n
             }
         }
-        if final, !pending.isEmpty {
-            out.writeBytes(pending)
-            pending.removeAll()
-        }
-        return out
+        return changed
     }
 
-    enum Match { case partial, quoted, no }
+    /// Emits what a line start held back (at a mismatch, or at the end).
+    mutating func flushPrefix<S: QuotingSink>(into out: inout S, delta: Int) {
+        guard inPrefix else { return }
+        if delta < 0 && quotes > 0 { out.put(UInt8(ascii: ">")) }
+        Self.from[0..<matched].withUnsafeBytes { out.put($0) }
+        inPrefix = false
+        quotes = 0
+        matched = 0
+    }
+}
 
-    /// Whether `p` (the start of a line) is, or may become, `>+From `.
-    static func match(_ p: [UInt8]) -> Match {
-        var i = 0
-        while i < p.count, p[i] == UInt8(ascii: ">") { i += 1 }
-        if i == 0 { return .no }
-        let rest = p[i...]
-        if rest.count > 5 { return .no }
-        if !MboxFormat.from.starts(with: rest) { return .no }
-        return rest.count == 5 ? .quoted : .partial
+/// Undoes mboxrd quoting while streaming: a line `>+From ` loses one `>`.
+/// Holds O(1) state however the input is cut into chunks.
+public struct FromUnquoter: StreamFilter {
+    private var matcher = FromLineMatcher()
+
+    public init() {}
+
+    /// Unquotes `p`, appending to `out`. Call `flush` after the last chunk.
+    public mutating func process(_ p: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        _ = matcher.run(p, into: &out, minQuotes: 1, delta: -1)
+    }
+
+    /// Emits what was held back at the end of the input.
+    public mutating func flush(into out: inout [UInt8]) {
+        matcher.flushPrefix(into: &out, delta: -1)
+    }
+
+    mutating func process(_ chunk: ByteBuffer, final: Bool) -> ByteBuffer {
+        var out = ByteBuffer()
+        out.reserveCapacity(chunk.readableBytes + 8)
+        chunk.withUnsafeReadableBytes { p in _ = matcher.run(p, into: &out, minQuotes: 1, delta: -1) }
+        if final { matcher.flushPrefix(into: &out, delta: -1) }
+        return out
     }
 }
 
 /// Applies mboxrd quoting while streaming a message into an mbox file: a
 /// line `>*From ` gets one more `>`. Also notes whether the message ended with LF.
-struct FromQuoter {
-    private var atLineStart = true
-    private var pending: [UInt8] = []
-    private(set) var lastByte: UInt8?
-    private(set) var quoted = 0
+/// Holds O(1) state however the input is cut into chunks.
+public struct FromQuoter {
+    private var matcher = FromLineMatcher()
+    /// The last byte of the input so far.
+    public private(set) var lastByte: UInt8?
+    /// Lines that were quoted.
+    public private(set) var quoted = 0
 
-    mutating func process(_ p: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+    public init() {}
+
+    /// Quotes `p`, appending to `out`. Call `flush` after the last chunk.
+    public mutating func process(_ p: UnsafeRawBufferPointer, into out: inout [UInt8]) {
         if let l = p.last { lastByte = l }
-        var i = 0
-        let n = p.count
-        while i < n {
-            if atLineStart || !pending.isEmpty {
-                let b = p[i]
-                i += 1
-                pending.append(b)
-                switch Self.match(pending) {
-                case .partial:
-                    continue
-                case .quoted:
-                    out.append(UInt8(ascii: ">"))
-                    out.append(contentsOf: pending)
-                    quoted += 1
-                    pending.removeAll(keepingCapacity: true)
-                    atLineStart = false
-                case .no:
-                    out.append(contentsOf: pending)
-                    atLineStart = b == 0x0A
-                    pending.removeAll(keepingCapacity: true)
-                }
-                continue
-            }
-            let rest = UnsafeRawBufferPointer(rebasing: p[i..<n])
-            if let lf = memchr(rest.baseAddress!, 0x0A, rest.count) {
-                let len = (UnsafeRawPointer(lf) - rest.baseAddress!) + 1
-                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[0..<len]))
-                i += len
-                atLineStart = true
-            } else {
-                out.append(contentsOf: rest)
-                i = n
-            }
-        }
+        quoted += matcher.run(p, into: &out, minQuotes: 0, delta: 1)
     }
 
-    mutating func flush(into out: inout [UInt8]) {
-        out.append(contentsOf: pending)
-        pending.removeAll()
-    }
-
-    static func match(_ p: [UInt8]) -> FromUnquoter.Match {
-        var i = 0
-        while i < p.count, p[i] == UInt8(ascii: ">") { i += 1 }
-        let rest = p[i...]
-        if rest.count > 5 { return .no }
-        if !MboxFormat.from.starts(with: rest) { return .no }
-        return rest.count == 5 ? .quoted : .partial
+    /// Emits what was held back at the end of the input.
+    public mutating func flush(into out: inout [UInt8]) {
+        matcher.flushPrefix(into: &out, delta: 1)
     }
 }

@@ -61,10 +61,9 @@ enum JobExecutor {
             // An archive records flag changes and deletions seen on the source.
             options.propagateFlags = true
             options.propagateDeletions = true
-            if job.parallel > 1 {
-                logger.notice("backup writes one volume per run from one session; --parallel \(job.parallel) is ignored")
-                options.parallel = 1
-            }
+            // --parallel N: N source sessions fetch folders at once (the
+            // transfer engine's workers); they share the archive's one run,
+            // whose volume writer takes their messages one at a time.
         }
 
         // The state: the job lock and what makes re-runs cheap. Verify needs none.
