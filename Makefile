@@ -145,7 +145,7 @@ test-asan: deps
 
 test-tsan: deps
 	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS)
-	TSAN_OPTIONS=halt_on_error=1:$${TSAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
+	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/scripts/tsan.supp:$${TSAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
 
 # libFuzzer runs (issue 9): scripts/fuzz.sh builds each entry point in Fuzz/<Target>/
 # with the sources under test and runs it for FUZZ_SECONDS over its committed seeds.
