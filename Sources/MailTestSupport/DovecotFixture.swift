@@ -456,13 +456,20 @@ public final class DovecotFixture: Sendable {
     /// Points `user` at a copy of the mbox tree at `path`: `mbox:COPY:INBOX=<inbox>` plus
     /// `options`, where `inbox` is a path inside the tree or, when nil, an (empty) file
     /// beside it. Returns where the copy lives.
+    ///
+    /// `readOnly` makes the copy unwritable and keeps Dovecot's index and control files
+    /// beside it, so Dovecot serves the files as they are instead of rewriting them (adding
+    /// X-UID/X-IMAPbase headers and padding) while a client reads.
     @discardableResult
     public func serveMbox(copying path: String, for user: String, inbox: String? = nil,
-                          options: String = "") throws -> String {
+                          options: String = "", readOnly: Bool = false) throws -> String {
         let home = root + "/external/\(user)"
-        return try serveTree(copying: path, for: user, as: "mail") { dest in
-            "mbox:\(dest):INBOX=" + (inbox.map { dest + "/" + $0 } ?? home + "/inbox") + options
+        let extra = readOnly ? ":INDEX=\(home)/index:CONTROL=\(home)/control" : ""
+        let dest = try serveTree(copying: path, for: user, as: "mail") { dest in
+            "mbox:\(dest):INBOX=" + (inbox.map { dest + "/" + $0 } ?? home + "/inbox") + extra + options
         }
+        if readOnly { try ProcessRunner.check("/bin/chmod", ["-R", "a-w", dest]) }
+        return dest
     }
 
     /// Copies `path` to the user's external home and points the user's `mail` userdb field
