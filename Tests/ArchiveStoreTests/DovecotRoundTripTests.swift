@@ -167,6 +167,17 @@ struct DovecotRoundTripTests {
         #expect(l.runs[3].flagChanges >= 1)
         log.note("archive: \(l.volumes.count) volumes, \(l.volumeBytes) bytes, \(l.storedMessages) messages stored, runs added \(l.runs.map(\.messagesAdded))")
 
+        // Plain tar over all volumes: each stored message is one file, once (the moved
+        // messages are not there a second time).
+        let tree = dir + "/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        for v in volumeFiles(archive) {
+            let (status, output) = try run("/usr/bin/env", ["tar", "--zstd", "-x", "-f", archive + "/volumes/" + v, "-C", tree])
+            #expect(status == 0, "tar failed on \(v): \(output)")
+        }
+        let files = (FileManager.default.subpaths(atPath: tree) ?? []).filter { $0.contains("cur/") }
+        #expect(files.count == l.storedMessages, "one file per stored message")
+
         // `archive check` agrees that every stored message matches its key.
         try log.mailferry("archive check", ["archive", "check", archive], env: [:])
 
