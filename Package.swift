@@ -146,7 +146,7 @@ let package = Package(
         .testTarget(name: "IMAPClientTests", dependencies: ["IMAPClient", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "POP3ClientTests", dependencies: ["POP3Client", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailStoreTests", dependencies: ["MailStore", "MailTestSupport"], swiftSettings: swift6),
-        .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState"], swiftSettings: swift6),
+        .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState", "MailStore", "MailNet"], swiftSettings: swift6),
         .testTarget(name: "SyncStateTests", dependencies: ["SyncState"], swiftSettings: swift6),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "SyncState", "MailStore", "MailNet", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailferryCLITests", dependencies: [

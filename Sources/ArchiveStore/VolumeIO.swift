@@ -195,6 +195,7 @@ final class VolumeBuilder {
             }
         case .mbox:
             var indexOf: [String: Int64] = [:]
+            var shiftOf: [String: Int64] = [:]
             for f in folders {
                 guard let m = mbox[f] else { continue }
                 let path = VolumeLayout.mboxEntry(folder: f, volumeStem: stem)
@@ -207,12 +208,19 @@ final class VolumeBuilder {
                         directories.insert(p)
                     }
                 }
-                m.rewind()
-                try writer.addFile(path, size: m.size, mtime: m.latestDate) { try m.read(into: $0) }
+                // Dovecot honours X-Keywords only for keywords its X-IMAPbase header
+                // names, so the file's first message carries one (before its bytes).
+                let base = VolumeLayout.mboxIMAPBaseHeader(uidValidity: now, keywords: m.keywords)
+                m.rewind(inserting: base)
+                try writer.addFile(path, size: m.size + Int64(base.count), mtime: m.latestDate) { try m.read(into: $0) }
                 indexOf[path] = entryIndex
+                shiftOf[path] = Int64(base.count)
                 entryIndex += 1
             }
-            for i in records.indices { records[i].entryIndex = indexOf[records[i].entryPath] ?? 0 }
+            for i in records.indices {
+                records[i].entryIndex = indexOf[records[i].entryPath] ?? 0
+                records[i].entryOffset += shiftOf[records[i].entryPath] ?? 0
+            }
         }
         let (sha, size) = try writer.finish()
         return (sha, size, records)
@@ -231,7 +239,14 @@ final class MboxSpool {
     private let fd: Int32
     private(set) var size: Int64 = 0
     private(set) var latestDate: Int64 = 0
+    /// The valid keywords of the file's messages, in order of first use.
+    private(set) var keywords: [String] = []
+    /// Where the first message's bytes start (after its `From ` and status lines).
+    private var firstMessageStart: Int64?
     private var readOffset: Int64 = 0
+    /// Bytes put in at `firstMessageStart` when the spool is read back.
+    private var insert: [UInt8] = []
+    private var inserted = 0
 
     init(directory: String) throws {
         let p = directory + "/.mbox-\(UUID().uuidString).tmp"
@@ -264,6 +279,8 @@ final class MboxSpool {
         latestDate = max(latestDate, date)
         try put(VolumeLayout.mboxFromLine(date) + VolumeLayout.mboxStatusHeaders(flags))
         let start = size
+        if firstMessageStart == nil { firstMessageStart = start }
+        for k in flags.keywords where k.isValidKeyword && !keywords.contains(k.name) { keywords.append(k.name) }
         var quoter = FromQuoter()
         var out: [UInt8] = []
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
@@ -285,10 +302,25 @@ final class MboxSpool {
         return (start, length)
     }
 
-    func rewind() { readOffset = 0 }
+    /// Reads from the start again, with `inserting` put in before the first message's bytes.
+    func rewind(inserting: [UInt8] = []) {
+        readOffset = 0
+        insert = inserting
+        inserted = 0
+    }
 
     func read(into buf: UnsafeMutableRawBufferPointer) throws -> Int {
-        let left = size - readOffset
+        let insertAt = firstMessageStart ?? size
+        if readOffset == insertAt && inserted < insert.count {
+            let n = min(buf.count, insert.count - inserted)
+            insert.withUnsafeBytes { src in
+                buf.baseAddress!.copyMemory(from: src.baseAddress! + inserted, byteCount: n)
+            }
+            inserted += n
+            return n
+        }
+        let end = readOffset < insertAt && inserted < insert.count ? insertAt : size
+        let left = end - readOffset
         guard left > 0 else { return 0 }
         while true {
             let n = pread(fd, buf.baseAddress, Int(min(Int64(buf.count), left)), off_t(readOffset))

@@ -113,3 +113,15 @@ enum VolumeLayout {
         return Array(s.utf8)
     }
 }
+
+extension VolumeLayout {
+    /// `X-IMAPbase: UIDVALIDITY 0000000000 KEYWORD...` for the first message of an mbox
+    /// file whose messages carry keywords (empty otherwise). Dovecot reads a message's
+    /// `X-Keywords` only for keywords this header names; the last-UID field is 0, so a
+    /// reader numbers the messages from 1. Like the status lines, it is not part of the
+    /// message: the catalog's offset points past it.
+    static func mboxIMAPBaseHeader(uidValidity: Int64, keywords: [String]) -> [UInt8] {
+        guard !keywords.isEmpty else { return [] }
+        return Array("X-IMAPbase: \(max(uidValidity, 1)) 0000000000 \(keywords.joined(separator: " "))\n".utf8)
+    }
+}

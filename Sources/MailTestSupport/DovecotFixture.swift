@@ -446,9 +446,37 @@ public final class DovecotFixture: Sendable {
     /// Points `user` at a copy of the Maildir tree at `path` (files, names and mtimes kept,
     /// `LAYOUT=fs`) and returns where the copy lives. The tree is copied so that Dovecot,
     /// which runs as an unprivileged mail user when tests run as root, can read and write it.
+    /// `options` are appended to the mail location (e.g. `":UTF-8"` to read folder names
+    /// as UTF-8 rather than modified UTF-7).
     @discardableResult
-    public func serveMaildir(copying path: String, for user: String) throws -> String {
-        let dest = root + "/external/\(user)/Maildir"
+    public func serveMaildir(copying path: String, for user: String, options: String = "") throws -> String {
+        try serveTree(copying: path, for: user, as: "Maildir") { "maildir:\($0):LAYOUT=fs" + options }
+    }
+
+    /// Points `user` at a copy of the mbox tree at `path`: `mbox:COPY:INBOX=<inbox>` plus
+    /// `options`, where `inbox` is a path inside the tree or, when nil, an (empty) file
+    /// beside it. Returns where the copy lives.
+    ///
+    /// `readOnly` makes the copy unwritable and keeps Dovecot's index and control files
+    /// beside it, so Dovecot serves the files as they are instead of rewriting them (adding
+    /// X-UID/X-IMAPbase headers and padding) while a client reads.
+    @discardableResult
+    public func serveMbox(copying path: String, for user: String, inbox: String? = nil,
+                          options: String = "", readOnly: Bool = false) throws -> String {
+        let home = root + "/external/\(user)"
+        let extra = readOnly ? ":INDEX=\(home)/index:CONTROL=\(home)/control" : ""
+        let dest = try serveTree(copying: path, for: user, as: "mail") { dest in
+            "mbox:\(dest):INBOX=" + (inbox.map { dest + "/" + $0 } ?? home + "/inbox") + extra + options
+        }
+        if readOnly { try ProcessRunner.check("/bin/chmod", ["-R", "a-w", dest]) }
+        return dest
+    }
+
+    /// Copies `path` to the user's external home and points the user's `mail` userdb field
+    /// at `location(copy)` through the passwd-file userdb.
+    func serveTree(copying path: String, for user: String, as name: String,
+                   location: (String) -> String) throws -> String {
+        let dest = root + "/external/\(user)/\(name)"
         let fm = FileManager.default
         try fm.createDirectory(atPath: root + "/external/\(user)", withIntermediateDirectories: true)
         try? fm.removeItem(atPath: dest)
@@ -456,7 +484,8 @@ public final class DovecotFixture: Sendable {
         if geteuid() == 0 {
             try ProcessRunner.check("/bin/chown", ["-R", "\(info.mailUID):\(info.mailGID)", root + "/external/\(user)"])
         }
-        let line = "\(user)::\(info.mailUID):\(info.mailGID)::\(root)/external/\(user)::userdb_mail=maildir:\(dest):LAYOUT=fs\n"
+        let mail = location(dest)
+        let line = "\(user)::\(info.mailUID):\(info.mailGID)::\(root)/external/\(user)::userdb_mail=\(mail)\n"
         try users.withLockedValue { state in
             let file = root + "/etc/users"
             guard let handle = FileHandle(forWritingAtPath: file) else {
@@ -474,11 +503,11 @@ public final class DovecotFixture: Sendable {
         // Dovecot's auth process also checks the file at most once a second: wait until it
         // hands out the new mail location.
         for _ in 0..<40 {
-            let mail = try doveadm("user", "-f", "mail", user).trimmingCharacters(in: .whitespacesAndNewlines)
-            if mail.contains(dest) { return dest }
+            let got = try doveadm("user", "-f", "mail", user).trimmingCharacters(in: .whitespacesAndNewlines)
+            if got == mail { return dest }
             usleep(100_000)
         }
-        throw MailError(.storage, scope: .local, "Dovecot did not pick up the Maildir override for \(user)")
+        throw MailError(.storage, scope: .local, "Dovecot did not pick up the mail location override for \(user)")
     }
 
     /// Runs `doveadm -c <fixture config> args...` and returns its stdout.
@@ -551,15 +580,19 @@ public final class DovecotFixture: Sendable {
         try doveadm("force-resync", "-u", user, folder)
         let uids = try uidMap(folderPath: dir)
         var result: [UInt32] = []
+        // One `doveadm flags add` per distinct keyword set, not per message.
+        var byKeywords: [[String]: [UInt32]] = [:]
         for (index, base) in bases.enumerated() {
             guard let uid = uids[base] else {
                 throw MailError(.storage, scope: .local, "Dovecot did not pick up the seeded file \(base) in \(folder)")
             }
             result.append(uid)
-            let keywords = messages[index].flags.keywords.map(\.name)
-            if !keywords.isEmpty {
-                try doveadm(["flags", "add", "-u", user, keywords.joined(separator: " "), "mailbox", folder, "uid", "\(uid)"])
-            }
+            let keywords = messages[index].flags.keywords.map(\.name).sorted()
+            if !keywords.isEmpty { byKeywords[keywords, default: []].append(uid) }
+        }
+        for (keywords, list) in byKeywords.sorted(by: { $0.key.joined() < $1.key.joined() }) {
+            try doveadm(["flags", "add", "-u", user, keywords.joined(separator: " "), "mailbox", folder,
+                         "uid", list.map(String.init).joined(separator: ",")])
         }
         return result
     }
