@@ -17,19 +17,30 @@ import Testing
 struct PipelineMeasurement {
     static let logger = Logger(label: "bench.imap")
 
-    func run(port: Int, f: DovecotFixture, depth: Int, batch: Int, count: Int, label: String) async throws {
+    /// `multiAppend`: messages per MULTIAPPEND (1: one APPEND each).
+    /// `window`: confirmations awaited once this many are outstanding, as the
+    /// transfer Executor does (nil: all appended first, then all awaited).
+    func run(port: Int, f: DovecotFixture, depth: Int, batch: Int, count: Int, label: String,
+             multiAppend: Int = 1, window: Int? = nil) async throws {
         let account = f.makeUser(prefix: "bench")
         let settings = ConnectionSettings(host: f.host, port: port, tls: .implicit, caFile: f.caFile)
         let store = try await IMAPStore.open(settings: settings, credentials: .password(user: account.user, account.password),
-                                             options: IMAPStoreOptions(pipelineDepth: depth, fetchBatchSize: batch), logger: Self.logger)
+                                             options: IMAPStoreOptions(pipelineDepth: depth, fetchBatchSize: batch,
+                                                                       multiAppendMessages: multiAppend),
+                                             logger: Self.logger)
         let body = Array(("From: a@example.com\r\nSubject: bench\r\n\r\n" + String(repeating: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", count: 64)).utf8)
         let clock = ContinuousClock()
         var t0 = clock.now
         var pending: [PendingAppend] = []
+        var awaited = 0
         for _ in 0..<count {
             pending.append(try await store.append(to: .inbox, AppendRequest(flags: [.seen]), body: .bytes(body)))
+            if let window, pending.count - awaited >= window {
+                _ = try await pending[awaited].result()
+                awaited += 1
+            }
         }
-        for p in pending { _ = try await p.result() }
+        for p in pending[awaited...] { _ = try await p.result() }
         let appendTime = clock.now - t0
         let listing = try await store.listMessages(in: .inbox)
         t0 = clock.now
@@ -43,7 +54,9 @@ struct PipelineMeasurement {
             let s = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
             return String(format: "%.0f msg/s", Double(count) / s)
         }
-        print("BENCH \(label): depth \(depth), batch \(batch), \(count) × \(body.count) B: append \(rate(appendTime)), fetch \(rate(fetchTime))")
+        let how = multiAppend > 1 ? "MULTIAPPEND ≤\(multiAppend)" : "APPEND each"
+        let win = window.map { ", window \($0)" } ?? ""
+        print("BENCH \(label): depth \(depth), batch \(batch), \(how)\(win), \(count) × \(body.count) B: append \(rate(appendTime)), fetch \(rate(fetchTime))")
     }
 
     @Test func pipelinedVersusUnpipelined() async throws {
@@ -53,6 +66,9 @@ struct PipelineMeasurement {
             let count = delay == 0 ? 500 : 200
             try await run(port: proxy.port, f: f, depth: 1, batch: 1, count: count, label: label)
             try await run(port: proxy.port, f: f, depth: 16, batch: 32, count: count, label: label)
+            try await run(port: proxy.port, f: f, depth: 16, batch: 32, count: count, label: label, multiAppend: 32)
+            try await run(port: proxy.port, f: f, depth: 16, batch: 32, count: count, label: label, multiAppend: 32, window: 8)
+            try await run(port: proxy.port, f: f, depth: 16, batch: 32, count: count, label: label, multiAppend: 1, window: 8)
             try await proxy.stop()
         }
     }
