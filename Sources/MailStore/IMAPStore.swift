@@ -31,7 +31,7 @@ public struct IMAPStoreOptions: Sendable, Hashable {
     public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32,
                 client: IMAPClientOptions = IMAPClientOptions(),
                 multiAppendMessages: Int = 32, multiAppendBytes: Int64 = 16 * 1024 * 1024,
-                multiAppendLinger: Duration = .milliseconds(10)) {
+                multiAppendLinger: Duration = .milliseconds(2)) {
         self.pipelineDepth = max(1, pipelineDepth)
         self.fetchBatchSize = max(1, fetchBatchSize)
         self.client = client
@@ -346,12 +346,17 @@ public final class IMAPStore: MailStore {
         }
     }
 
-    /// Ends the open MULTIAPPEND, if any, so that other commands can go.
+    /// Ends the open MULTIAPPEND, if any, and waits for its reply, so that
+    /// other commands can go and their untagged data is not taken for the
+    /// APPEND's (untagged responses go to the oldest command in flight).
     func flushAppends() async throws {
         guard state.withLockedValue({ $0.openBatch != nil }) else { return }
         await appendLock.lock()
-        defer { appendLock.unlock() }
+        let batch = state.withLockedValue { $0.openBatch }
         await closeOpenBatch()
+        appendLock.unlock()
+        // Its outcome belongs to its messages' confirmations, not to this caller.
+        _ = try? await batch?.result(0)
     }
 
     /// Ends the open MULTIAPPEND (CRLF); its reply is read in the background
