@@ -75,6 +75,16 @@ public final class IMAPStore: MailStore {
         var uidValidity: [FolderPath: UInt64] = [:]
         /// The MULTIAPPEND whose command line is still open.
         var openBatch: AppendBatch?
+        var appendCommands = 0
+        var appendedMessages = 0
+        /// Messages per MULTIAPPEND for now (see `lingerThenClose`); nil: the option's bound.
+        var batchLimit: Int?
+    }
+
+    /// APPEND commands sent and messages they carried (more messages than
+    /// commands when MULTIAPPEND batched them). For measurements and tests.
+    public var appendCounts: (commands: Int, messages: Int) {
+        state.withLockedValue { ($0.appendCommands, $0.appendedMessages) }
     }
 
     /// Serialises everything that writes an APPEND's bytes (the outbound
@@ -384,6 +394,15 @@ public final class IMAPStore: MailStore {
             guard batch.isOpen, batch.generation == generation else { continue }
             await appendLock.lock()
             if batch.generation == generation, state.withLockedValue({ $0.openBatch === batch }) {
+                // The appender stopped while a confirmation waits on this very
+                // batch: most likely it waits for confirmations itself (the
+                // transfer engine bounds the appends in flight). Then batches
+                // of half that size keep two in flight, one filling while the
+                // server stores the other; batches that fill up grow again.
+                let c = batch.count
+                if c >= 4 {
+                    state.withLockedValue { $0.batchLimit = max(2, c / 2) }
+                }
                 await closeOpenBatch()
             }
             appendLock.unlock()
@@ -464,9 +483,12 @@ public final class IMAPStore: MailStore {
 
         // MULTIAPPEND: small messages for one folder share one command.
         let batchable = connection.has(.multiAppend) && options.multiAppendMessages > 1 && !streamed
-        let open = state.withLockedValue { $0.openBatch }
-        if let open, !(batchable && open.folder == folder && open.count < options.multiAppendMessages
-                       && open.bytes + size <= options.multiAppendBytes) {
+        let (open, limit) = state.withLockedValue { ($0.openBatch, $0.batchLimit ?? options.multiAppendMessages) }
+        if let open, !(batchable && open.folder == folder && open.count < limit && open.bytes + size <= options.multiAppendBytes) {
+            if open.count >= limit {
+                // Full: allow one more next time, up to the option's bound.
+                state.withLockedValue { $0.batchLimit = min(options.multiAppendMessages, limit + 1) }
+            }
             await closeOpenBatch()
         }
         if batchable {
@@ -494,8 +516,12 @@ public final class IMAPStore: MailStore {
                 batch = AppendBatch(folder: folder, pending: pending, uidValidity: state.withLockedValue { $0.uidValidity[folder] },
                                     host: host, logger: logger)
                 index = batch.join(size: size)
-                state.withLockedValue { $0.openBatch = batch }
+                state.withLockedValue {
+                    $0.openBatch = batch
+                    $0.appendCommands += 1
+                }
             }
+            state.withLockedValue { $0.appendedMessages += 1 }
             let key = hasher.finalize()
             return PendingAppend {
                 if batch.isOpen { try await self.lingerThenClose(batch) }
@@ -509,6 +535,10 @@ public final class IMAPStore: MailStore {
             pending = try await connection.beginAppend(to: m, message: message, body: hasher)
         } catch let e as MailError {
             throw e.with(folder: folder)
+        }
+        state.withLockedValue {
+            $0.appendCommands += 1
+            $0.appendedMessages += 1
         }
         if hasher.sawNUL {
             // Every byte went (the literal is complete); the command ends so

@@ -61,6 +61,9 @@ struct DovecotMultiAppendTests {
             #expect(m.size == Int64(sent[i].bytes.count), "message \(i)")
         }
         #expect(Set(results.compactMap(\.id)).count == 40, "every message has its own UID")
+        let counts = store.appendCounts
+        #expect(counts.messages == 40)
+        #expect(counts.commands >= 6 && counts.commands < 40, "batched: \(counts)")
         // Byte-exact, and each UID holds the message it was mapped to.
         let bodies = Bodies()
         let missing = try await store.fetchMessages(results.compactMap(\.id), in: folder) { info, body in
@@ -96,6 +99,39 @@ struct DovecotMultiAppendTests {
             _ = try await store.fetchMessages([try #require(r.id)], in: folder) { info, body in got.set(info.id, try await body.collect()) }
             #expect(got.get(r.id!) == bytes)
         }
+    }
+
+    @Test func nulPartWayThroughABigMessageIsRefusedAndNothingIsStored() async throws {
+        // Dovecot answers the deliberately broken end of the APPEND with BAD
+        // and rolls back: nothing is stored, and the session goes on.
+        let f = try DovecotFixture.shared()
+        let store = try await DovecotIMAPTests.open(f, .implicit, f.makeUser(prefix: "nulbig"))
+        defer { Task { try? await store.close() } }
+        let size = 5 * 1024 * 1024
+        var big = Self.message(1)
+        big += [UInt8](repeating: UInt8(ascii: "b"), count: size - big.count)
+        big[size - 5000] = 0
+        let feed = ChunkFeed(stride(from: 0, to: size, by: 256 * 1024).map { Array(big[$0..<min(size, $0 + 256 * 1024)]) })
+        let small = Self.message(2)
+        let first = try await store.append(to: .inbox, AppendRequest(), body: .bytes(small))
+        var error: MailError?
+        do {
+            _ = try await store.append(to: .inbox, AppendRequest(sourceID: "Quelle/9/77"),
+                                       body: MessageBody(size: Int64(size)) { feed.next() }).result()
+        } catch let e as MailError {
+            error = e
+        }
+        #expect(error?.scope == .message, "\(String(describing: error))")
+        #expect(error?.kind == .unsupported)
+        #expect(error?.messageID == "Quelle/9/77")
+        #expect(error?.folder == .inbox)
+        #expect(error?.message.contains("nonetheless") == false, "Dovecot must not have stored it: \(String(describing: error))")
+        let after = try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.message(3))).result()
+        _ = try await first.result()
+        let listing = try await store.listMessages(in: .inbox)
+        #expect(listing.messages.count == 2)
+        #expect(listing.messages.allSatisfy { $0.size ?? 0 < 1000 })
+        #expect(listing.messages.contains { $0.id == after.id })
     }
 
     @Test func dovecotOffersNoUTF8Accept() async throws {

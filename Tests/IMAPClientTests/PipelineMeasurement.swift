@@ -49,6 +49,7 @@ struct PipelineMeasurement {
             for try await c in b { n.add(c.readableBytes) }
         }
         let fetchTime = clock.now - t0
+        let counts = store.appendCounts
         try await store.close()
         func rate(_ d: Duration) -> String {
             let s = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
@@ -56,7 +57,7 @@ struct PipelineMeasurement {
         }
         let how = multiAppend > 1 ? "MULTIAPPEND ≤\(multiAppend)" : "APPEND each"
         let win = window.map { ", window \($0)" } ?? ""
-        print("BENCH \(label): depth \(depth), batch \(batch), \(how)\(win), \(count) × \(body.count) B: append \(rate(appendTime)), fetch \(rate(fetchTime))")
+        print("BENCH \(label): depth \(depth), batch \(batch), \(how)\(win), \(count) × \(body.count) B: append \(rate(appendTime)) (\(counts.commands) APPEND commands), fetch \(rate(fetchTime))")
     }
 
     @Test func pipelinedVersusUnpipelined() async throws {
