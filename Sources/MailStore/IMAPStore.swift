@@ -385,8 +385,9 @@ public final class IMAPStore: MailStore {
         batch.readReply()
     }
 
-    /// Called by a waiting confirmation: ends `batch` once no message has
-    /// joined it for `multiAppendLinger`.
+    /// Runs beside each MULTIAPPEND: ends `batch` once no message has joined
+    /// it for `multiAppendLinger`, so that an open command never waits on a
+    /// caller that has stopped appending (nor runs into the response deadline).
     func lingerThenClose(_ batch: AppendBatch) async throws {
         while batch.isOpen {
             let generation = batch.generation
@@ -400,7 +401,7 @@ public final class IMAPStore: MailStore {
                 // of half that size keep two in flight, one filling while the
                 // server stores the other; batches that fill up grow again.
                 let c = batch.count
-                if c >= 4 {
+                if c >= 4, batch.hasWaiter {
                     state.withLockedValue { $0.batchLimit = max(2, c / 2) }
                 }
                 await closeOpenBatch()
@@ -520,11 +521,12 @@ public final class IMAPStore: MailStore {
                     $0.openBatch = batch
                     $0.appendCommands += 1
                 }
+                Task { try? await self.lingerThenClose(batch) }
             }
             state.withLockedValue { $0.appendedMessages += 1 }
             let key = hasher.finalize()
             return PendingAppend {
-                if batch.isOpen { try await self.lingerThenClose(batch) }
+                batch.noteWaiter()
                 let (id, validity) = try await batch.result(index)
                 return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped)
             }
@@ -826,6 +828,7 @@ final class AppendBatch: @unchecked Sendable {
     private var _bytes: Int64 = 0
     private var _generation = 0
     private var _open = true
+    private var _waiter = false
     private var outcome: Result<CommandResponse, Error>?
     private var waiters: [CheckedContinuation<CommandResponse, Error>] = []
 
@@ -842,6 +845,10 @@ final class AppendBatch: @unchecked Sendable {
     var generation: Int { lock.withLock { _generation } }
     /// True until the command line is ended (or the command failed).
     var isOpen: Bool { lock.withLock { _open && outcome == nil } }
+
+    /// Someone awaits a confirmation from this batch.
+    func noteWaiter() { lock.withLock { _waiter = true } }
+    var hasWaiter: Bool { lock.withLock { _waiter } }
 
     /// Adds a message; returns its index in the batch.
     func join(size: Int64) -> Int {
