@@ -294,6 +294,29 @@ struct FakeMultiAppendTests {
         try await store.close()
     }
 
+    @Test func anOpenBatchEndsByItselfWhenNoMoreMessagesCome() async throws {
+        // Nobody awaits a confirmation and no further append comes: the
+        // command must still end (else the server waits mid-command and the
+        // response deadline fires).
+        let ended = NIOLockedValueBox<Int?>(nil)
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                ended.withLockedValue { $0 = a.bodies.count }
+                try await s.send("\(c.tag) OK [APPENDUID 42 1:\(a.bodies.count)] done\r\n")
+            }
+        }
+        defer { Task { await server.stop() } }
+        let store = try await open(server)
+        var pending: [PendingAppend] = []
+        for i in 0..<2 { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
+        for _ in 0..<200 where ended.withLockedValue({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(ended.withLockedValue { $0 } == 2)
+        #expect(try await pending[1].result().id?.rawValue == "2")
+        try await store.close()
+    }
+
     @Test func noOnTheBatchFailsEveryMessageOfItAndTheSessionGoesOn() async throws {
         let server = try await FakeIMAPServer.start { s in
             try await s.send("* OK ready\r\n")
