@@ -24,8 +24,8 @@ public struct IMAPStoreOptions: Sendable, Hashable {
     public var multiAppendMessages: Int
     /// Most bytes one MULTIAPPEND carries. Messages over 4 MB always go alone.
     public var multiAppendBytes: Int64
-    /// How long an open MULTIAPPEND waits for another message once someone
-    /// awaits a confirmation, before it is ended.
+    /// How long an open MULTIAPPEND waits for another message before it is
+    /// ended (the server stores a batch only once its command line ends).
     public var multiAppendLinger: Duration
 
     public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32,
@@ -47,7 +47,14 @@ public struct IMAPStoreOptions: Sendable, Hashable {
 /// Fetches stream message bytes as they arrive, several UID FETCH batches in
 /// flight; appends stream with LITERAL+ (or LITERAL- for small messages, else
 /// synchronising literals) and return before the server confirms, so many
-/// APPENDs are in flight at once.
+/// APPENDs are in flight at once. With MULTIAPPEND (RFC 3502), messages up to
+/// 4 MB bound for one folder share one command (`IMAPStoreOptions.multiAppend*`):
+/// the server stores all of them or none, so a refusal fails each of them
+/// (message scope), and a connection lost mid-batch fails each retryably.
+/// APPENDUID's uid-set gives each message its UID, in order; a set of the
+/// wrong size, or one for another UIDVALIDITY than the folder's, is not
+/// believed: the message counts as stored with its UID unknown, and later
+/// runs find it by its key.
 public final class IMAPStore: MailStore {
     public let location: StoreLocation
     public let capabilities: StoreCapabilities
