@@ -71,6 +71,9 @@ public struct ClientStateMachine: Sendable {
         case awaitingContinuation(CommandID, parts: [ByteBuffer], thenBody: Bool)
         /// An APPEND is streaming its body.
         case streamingBody(CommandID)
+        /// A MULTIAPPEND between two messages: the command line is still open
+        /// and the caller either sends another message or ends the command.
+        case appendOpen(CommandID)
         /// AUTHENTICATE exchange until its tagged reply.
         case authenticating(CommandID)
         /// IDLE until the caller sends DONE.
@@ -123,10 +126,49 @@ public struct ClientStateMachine: Sendable {
     }
 
     /// Ends the APPEND's message bytes; the command line ends and the next command may go.
+    /// Also ends a MULTIAPPEND that is open between two messages.
     public mutating func finishBody(_ id: CommandID) -> [Action] {
+        switch writer {
+        case .streamingBody(let owner) where owner == id, .appendOpen(let owner) where owner == id:
+            writer = .idle
+            return [.write(AppendWriter.end())] + pump()
+        default:
+            return []
+        }
+    }
+
+    /// Ends one message's bytes of a MULTIAPPEND (RFC 3502) but keeps the
+    /// command open: the caller follows with `appendNext`, `finishBody` or `abortAppend`.
+    public mutating func messageDone(_ id: CommandID) -> [Action] {
         guard case .streamingBody(let owner) = writer, owner == id else { return [] }
-        writer = .idle
-        return [.write(AppendWriter.end())] + pump()
+        writer = .appendOpen(id)
+        return []
+    }
+
+    /// The next message of an open MULTIAPPEND: its flags, date and literal
+    /// header; `readyForBody` follows at once (LITERAL+/LITERAL-) or after "+".
+    public mutating func appendNext(_ id: CommandID, _ message: AppendWriter.Message) -> [Action] {
+        guard case .appendOpen(let owner) = writer, owner == id else { return [] }
+        let enc = AppendWriter.messageHeader(tag: nil, mailbox: MailboxName(bytes: []), message: message, options: encodingOptions)
+        if enc.parts.count > 1 {
+            writer = .awaitingContinuation(id, parts: Array(enc.parts.dropFirst()).filter { $0.readableBytes > 0 }, thenBody: true)
+            return [.write(enc.parts[0])]
+        }
+        writer = .streamingBody(id)
+        return [.write(enc.parts[0]), .readyForBody(id)]
+    }
+
+    /// Ends an open APPEND after a complete literal with bytes no grammar
+    /// accepts, so that the server refuses (BAD) the whole command and stores
+    /// nothing of it, while the session stays in step.
+    public mutating func abortAppend(_ id: CommandID) -> [Action] {
+        switch writer {
+        case .streamingBody(let owner) where owner == id, .appendOpen(let owner) where owner == id:
+            writer = .idle
+            return [.write(AppendWriter.abort())] + pump()
+        default:
+            return []
+        }
     }
 
     /// A line in answer to an AUTHENTICATE challenge (already base64, without CRLF).
@@ -264,7 +306,7 @@ public struct ClientStateMachine: Sendable {
         case .idling(let id, _):
             writer = .idling(id, started: true)
             return [.continuation(id, text)]
-        case .idle, .streamingBody:
+        case .idle, .streamingBody, .appendOpen:
             return [.protocolError("unexpected continuation request \"+ \(text)\"")]
         }
     }
@@ -281,7 +323,7 @@ public struct ClientStateMachine: Sendable {
         case .awaitingContinuation(let id, _, _) where id == done.id: writer = .idle
         case .authenticating(let id) where id == done.id: writer = .idle
         case .idling(let id, _) where id == done.id: writer = .idle
-        case .streamingBody(let id) where id == done.id:
+        case .streamingBody(let id) where id == done.id, .appendOpen(let id) where id == done.id:
             // The server refused the APPEND before the body went; nothing more may be sent for it.
             writer = .idle
         default: break

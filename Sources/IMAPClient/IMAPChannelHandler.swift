@@ -135,6 +135,14 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func finishBody(_ id: ClientStateMachine.CommandID) { perform(machine.finishBody(id)) }
 
+    func messageDone(_ id: ClientStateMachine.CommandID) { perform(machine.messageDone(id)) }
+
+    func appendNext(_ id: ClientStateMachine.CommandID, _ message: AppendWriter.Message) {
+        perform(machine.appendNext(id, message))
+    }
+
+    func abortAppend(_ id: ClientStateMachine.CommandID) { perform(machine.abortAppend(id)) }
+
     func continuationResponse(_ id: ClientStateMachine.CommandID, line: String) {
         perform(machine.continuationResponse(id, line: line))
     }

@@ -325,35 +325,87 @@ public final class IMAPConnection: Sendable {
     /// `message.size` must be exact.
     public func append<Body: AsyncSequence & Sendable>(to mailbox: MailboxName, message: AppendWriter.Message, body: Body) async throws -> PendingCommand
     where Body.Element == ByteBuffer {
+        let pending = try await beginAppend(to: mailbox, message: message, body: body)
+        try await endAppend(pending, .finish)
+        return pending
+    }
+
+    /// How an APPEND's command line goes on after a message's bytes.
+    public enum AppendEnding: Sendable {
+        /// CRLF: the command is complete and the server answers.
+        case finish
+        /// Another message follows in the same command (MULTIAPPEND, RFC 3502):
+        /// call `appendNext`, then eventually `endAppend(.finish)`.
+        case keepOpen
+        /// The command ends with bytes the server must refuse (BAD): nothing
+        /// of it is stored and the session stays in step.
+        case abort
+    }
+
+    /// Starts an APPEND and streams its first message; the command line stays
+    /// open until `endAppend` (or `appendNext` for more messages, when the
+    /// server offers MULTIAPPEND). Nothing else can be sent on the connection
+    /// meanwhile, so end it promptly.
+    public func beginAppend<Body: AsyncSequence & Sendable>(to mailbox: MailboxName, message: AppendWriter.Message, body: Body) async throws -> PendingCommand
+    where Body.Element == ByteBuffer {
         let pending = submit(.append(mailbox, message))
+        try await streamMessage(pending, message: message, body: body)
+        return pending
+    }
+
+    /// The next message of an open MULTIAPPEND begun with `beginAppend`.
+    /// Throws the command's reply if the server ended it early (a NO instead
+    /// of "+"): then the whole command failed and nothing of it was stored.
+    public func appendNext<Body: AsyncSequence & Sendable>(_ pending: PendingCommand, message: AppendWriter.Message, body: Body) async throws
+    where Body.Element == ByteBuffer {
+        try await onLoop { $0.messageDone(pending.id) }
+        try await onLoop { $0.appendNext(pending.id, message) }
+        try await streamMessage(pending, message: message, body: body)
+    }
+
+    /// Ends an APPEND begun with `beginAppend`.
+    public func endAppend(_ pending: PendingCommand, _ ending: AppendEnding) async throws {
+        let id = pending.id
+        switch ending {
+        case .finish: try await onLoop { $0.finishBody(id) }
+        case .keepOpen: try await onLoop { $0.messageDone(id) }
+        case .abort: try await onLoop { $0.abortAppend(id) }
+        }
+    }
+
+    private func streamMessage<Body: AsyncSequence & Sendable>(_ pending: PendingCommand, message: AppendWriter.Message, body: Body) async throws
+    where Body.Element == ByteBuffer {
         // Wait for the go-ahead (at once with LITERAL+, after "+" otherwise) or a refusal.
-        var early: [ResponseSink.Item] = []
         waiting: while true {
             let item = try await pending.sink.next()
             switch item {
             case .readyForBody: break waiting
             case .completed(let status):
                 throw IMAPErrors.from(status, command: "APPEND", host: settings.host, scope: .message)
-            default: early.append(item)
+            default: continue
             }
         }
         var sent: Int64 = 0
         let handler = self.handler
         let id = pending.id
-        for try await chunk in body {
-            sent += Int64(chunk.readableBytes)
-            if sent > message.size { break }
-            let future: EventLoopFuture<Void> = try await channel.eventLoop.submit { handler.value.writeBody(id, chunk) }.get()
-                ?? channel.eventLoop.makeSucceededVoidFuture()
-            try await future.get()
+        do {
+            for try await chunk in body {
+                sent += Int64(chunk.readableBytes)
+                if sent > message.size { break }
+                let future: EventLoopFuture<Void> = try await channel.eventLoop.submit { handler.value.writeBody(id, chunk) }.get()
+                    ?? channel.eventLoop.makeSucceededVoidFuture()
+                try await future.get()
+            }
+        } catch {
+            // The literal is cut short: the session cannot be kept in step.
+            channel.close(promise: nil)
+            throw error
         }
         guard sent == message.size else {
             // A literal that does not match its size would desynchronise the session.
             channel.close(promise: nil)
             throw MailError(.storage, scope: .account, "the message body had \(sent) bytes where \(message.size) were announced; the connection was closed")
         }
-        try await onLoop { $0.finishBody(id) }
-        return pending
     }
 
     /// Starts IDLE; returns once the server confirmed. Call `done` on the result to end it.

@@ -276,6 +276,13 @@ public enum AppendWriter {
 
     /// The CRLF that ends the command after the last message.
     public static func end() -> ByteBuffer { ByteBuffer(string: "\r\n") }
+
+    /// Ends an APPEND after a complete literal so that the server must refuse
+    /// it: `SP ")"` is neither CRLF nor the start of another append-message,
+    /// so the command is BAD and nothing of it is stored (RFC 3502 makes a
+    /// MULTIAPPEND all or nothing). Used when a message turns out to be
+    /// unsendable after its literal was announced.
+    public static func abort() -> ByteBuffer { ByteBuffer(string: " )\r\n") }
 }
 
 /// Base64 (RFC 4648) for SASL exchanges.

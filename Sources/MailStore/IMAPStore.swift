@@ -19,13 +19,26 @@ public struct IMAPStoreOptions: Sendable, Hashable {
     public var fetchBatchSize: Int
     /// Everything else about the client (stream buffering, ENABLE, ID, parser limits).
     public var client: IMAPClientOptions
+    /// Most messages one MULTIAPPEND (RFC 3502) carries, when the server
+    /// offers it; 1 turns MULTIAPPEND off (one APPEND per message).
+    public var multiAppendMessages: Int
+    /// Most bytes one MULTIAPPEND carries. Messages over 4 MB always go alone.
+    public var multiAppendBytes: Int64
+    /// How long an open MULTIAPPEND waits for another message before it is
+    /// ended (the server stores a batch only once its command line ends).
+    public var multiAppendLinger: Duration
 
     public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32,
-                client: IMAPClientOptions = IMAPClientOptions()) {
+                client: IMAPClientOptions = IMAPClientOptions(),
+                multiAppendMessages: Int = 32, multiAppendBytes: Int64 = 16 * 1024 * 1024,
+                multiAppendLinger: Duration = .milliseconds(2)) {
         self.pipelineDepth = max(1, pipelineDepth)
         self.fetchBatchSize = max(1, fetchBatchSize)
         self.client = client
         self.client.pipelineDepth = self.pipelineDepth
+        self.multiAppendMessages = max(1, multiAppendMessages)
+        self.multiAppendBytes = max(0, multiAppendBytes)
+        self.multiAppendLinger = multiAppendLinger
     }
 }
 
@@ -34,7 +47,14 @@ public struct IMAPStoreOptions: Sendable, Hashable {
 /// Fetches stream message bytes as they arrive, several UID FETCH batches in
 /// flight; appends stream with LITERAL+ (or LITERAL- for small messages, else
 /// synchronising literals) and return before the server confirms, so many
-/// APPENDs are in flight at once.
+/// APPENDs are in flight at once. With MULTIAPPEND (RFC 3502), messages up to
+/// 4 MB bound for one folder share one command (`IMAPStoreOptions.multiAppend*`):
+/// the server stores all of them or none, so a refusal fails each of them
+/// (message scope), and a connection lost mid-batch fails each retryably.
+/// APPENDUID's uid-set gives each message its UID, in order; a set of the
+/// wrong size, or one for another UIDVALIDITY than the folder's, is not
+/// believed: the message counts as stored with its UID unknown, and later
+/// runs find it by its key.
 public final class IMAPStore: MailStore {
     public let location: StoreLocation
     public let capabilities: StoreCapabilities
@@ -57,7 +77,26 @@ public final class IMAPStore: MailStore {
         var selected: Selection?
         /// PERMANENTFLAGS per folder, learned on SELECT/EXAMINE (nil entry: all permanent).
         var permanentFlags: [FolderPath: [Flag]?] = [:]
+        /// UIDVALIDITY per folder, learned on SELECT/EXAMINE: an APPENDUID for
+        /// another UIDVALIDITY is not believed.
+        var uidValidity: [FolderPath: UInt64] = [:]
+        /// The MULTIAPPEND whose command line is still open.
+        var openBatch: AppendBatch?
+        var appendCommands = 0
+        var appendedMessages = 0
+        /// Messages per MULTIAPPEND for now (see `lingerThenClose`); nil: the option's bound.
+        var batchLimit: Int?
     }
+
+    /// APPEND commands sent and messages they carried (more messages than
+    /// commands when MULTIAPPEND batched them). For measurements and tests.
+    public var appendCounts: (commands: Int, messages: Int) {
+        state.withLockedValue { ($0.appendCommands, $0.appendedMessages) }
+    }
+
+    /// Serialises everything that writes an APPEND's bytes (the outbound
+    /// stream belongs to one open APPEND at a time).
+    let appendLock = AsyncMutex()
 
     init(location: StoreLocation, connection: IMAPConnection, options: IMAPStoreOptions, map: IMAPFolderMap, logger: Logger) {
         self.location = location
@@ -121,6 +160,7 @@ public final class IMAPStore: MailStore {
     // MARK: Folders
 
     public func folders() async throws -> [FolderInfo] {
+        try await flushAppends()
         let specialUse = connection.has(.specialUse)
         let listStatus = connection.has(.listStatus)
         var statusItems: [MailboxStatus.Item] = []
@@ -156,6 +196,7 @@ public final class IMAPStore: MailStore {
     }
 
     public func createFolder(_ path: FolderPath) async throws {
+        try await flushAppends()
         for p in path.ancestors + [path] {
             let m = try mailbox(p)
             if p.isInbox { continue }
@@ -174,10 +215,11 @@ public final class IMAPStore: MailStore {
     // MARK: Selection
 
     @discardableResult
-    func select(_ folder: FolderPath, readOnly: Bool, fresh: Bool = false) async throws -> Selection {
+    func select(_ folder: FolderPath, readOnly: Bool, fresh: Bool = false, flush: Bool = true) async throws -> Selection {
         if !fresh, let s = state.withLockedValue({ $0.selected }), s.folder == folder, s.readOnly == readOnly || !s.readOnly {
             return s
         }
+        if flush { try await flushAppends() }
         let m = try mailbox(folder)
         let cmd: Command = readOnly ? .examine(m) : .select(m)
         let r: CommandResponse
@@ -211,6 +253,7 @@ public final class IMAPStore: MailStore {
             $0.selected = final
             // A read-only mailbox reports no permanent flags; only READ-WRITE tells.
             if !final.readOnly { $0.permanentFlags[folder] = .some(final.permanentFlags) }
+            if let v = final.validity.uidValidity { $0.uidValidity[folder] = v }
         }
         return sel
     }
@@ -282,6 +325,7 @@ public final class IMAPStore: MailStore {
         }
         uids = Array(Set(uids)).sorted()
         guard !uids.isEmpty else { return missing }
+        try await flushAppends()
         try await select(folder, readOnly: true)
         let batches = stride(from: 0, to: uids.count, by: options.fetchBatchSize).map {
             Array(uids[$0..<min(uids.count, $0 + options.fetchBatchSize)])
@@ -308,14 +352,81 @@ public final class IMAPStore: MailStore {
     // MARK: Appending
 
     public func append(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend {
+        await appendLock.lock()
+        do {
+            let p = try await appendLocked(to: folder, request, body: body)
+            appendLock.unlock()
+            return p
+        } catch {
+            appendLock.unlock()
+            throw error
+        }
+    }
+
+    /// Ends the open MULTIAPPEND, if any, and waits for its reply, so that
+    /// other commands can go and their untagged data is not taken for the
+    /// APPEND's (untagged responses go to the oldest command in flight).
+    func flushAppends() async throws {
+        guard state.withLockedValue({ $0.openBatch != nil }) else { return }
+        await appendLock.lock()
+        let batch = state.withLockedValue { $0.openBatch }
+        await closeOpenBatch()
+        appendLock.unlock()
+        // Its outcome belongs to its messages' confirmations, not to this caller.
+        _ = try? await batch?.result(0)
+    }
+
+    /// Ends the open MULTIAPPEND (CRLF); its reply is read in the background
+    /// and handed to every message of the batch. Call with `appendLock` held.
+    func closeOpenBatch() async {
+        guard let batch = state.withLockedValue({ s -> AppendBatch? in
+            defer { s.openBatch = nil }
+            return s.openBatch
+        }) else { return }
+        do {
+            try await connection.endAppend(batch.pending, .finish)
+        } catch {
+            batch.settle(.failure(error))
+            return
+        }
+        batch.readReply()
+    }
+
+    /// Runs beside each MULTIAPPEND: ends `batch` once no message has joined
+    /// it for `multiAppendLinger`, so that an open command never waits on a
+    /// caller that has stopped appending (nor runs into the response deadline).
+    func lingerThenClose(_ batch: AppendBatch) async throws {
+        while batch.isOpen {
+            let generation = batch.generation
+            try await Task.sleep(for: options.multiAppendLinger)
+            guard batch.isOpen, batch.generation == generation else { continue }
+            await appendLock.lock()
+            if batch.generation == generation, state.withLockedValue({ $0.openBatch === batch }) {
+                // The appender stopped while a confirmation waits on this very
+                // batch: most likely it waits for confirmations itself (the
+                // transfer engine bounds the appends in flight). Then batches
+                // of half that size keep two in flight, one filling while the
+                // server stores the other; batches that fill up grow again.
+                let c = batch.count
+                if c >= 4, batch.hasWaiter {
+                    state.withLockedValue { $0.batchLimit = max(2, c / 2) }
+                }
+                await closeOpenBatch()
+            }
+            appendLock.unlock()
+        }
+    }
+
+    private func appendLocked(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend {
         let m = try mailbox(folder)
         // Learn PERMANENTFLAGS once per folder.
         var permanent: [Flag]??
         permanent = state.withLockedValue { $0.permanentFlags[folder] }
         if permanent == nil {
+            await closeOpenBatch()
             // PERMANENTFLAGS comes only with a read-write SELECT.
             do {
-                try await select(folder, readOnly: false, fresh: state.withLockedValue { $0.selected?.readOnly ?? true })
+                try await select(folder, readOnly: false, fresh: state.withLockedValue { $0.selected?.readOnly ?? true }, flush: false)
             } catch let e as MailError where e.kind == .notFound {
                 throw e.with(folder: folder)
             }
@@ -334,11 +445,12 @@ public final class IMAPStore: MailStore {
                 dropped.append(f)
             }
         }
+        let sourceName = request.sourceID.map { " (source \($0))" } ?? ""
         // The exact size, and whether it holds NUL bytes (literal8 with BINARY, else refused).
         var source = body
         var size = body.size
         var hasNUL = false
-        let checkLimit = 4 * 1024 * 1024
+        let checkLimit = Self.nulCheckLimit
         if let known = size, known <= Int64(checkLimit) {
             let buffer: ByteBuffer
             do {
@@ -365,26 +477,115 @@ public final class IMAPStore: MailStore {
         let binary = hasNUL
         if hasNUL, !connection.has(.binary) {
             throw MailError(.unsupported, scope: .message,
-                            "the message contains NUL bytes, which \(host) cannot store (no BINARY extension)", folder: folder)
+                            "the message\(sourceName) contains NUL bytes, which \(host) cannot store (no BINARY extension)",
+                            folder: folder, messageID: request.sourceID)
         }
-        let hasher = HashingBody(source, checkNUL: !binary && size > Int64(checkLimit))
+        // Bodies over the check limit stream unread, watched for NUL bytes.
+        let streamed = !binary && size > Int64(checkLimit)
+        let hasher = HashingBody(source, checkNUL: streamed)
         let message = AppendWriter.Message(flags: flags, internalDate: request.internalDate, size: size, binary: binary)
-        let pending: PendingCommand
-        do {
-            pending = try await connection.append(to: m, message: message, body: hasher)
-        } catch let e as MailError {
-            throw e.with(folder: folder)
-        }
-        if hasher.sawNUL {
-            throw MailError(.unsupported, scope: .account, "a message contained NUL bytes part-way through; the connection was closed",
-                            folder: folder)
-        }
-        let key = hasher.finalize()
-        let host = self.host
         let finalDropped = dropped
         if !dropped.isEmpty {
             logger.info("keywords dropped on append", metadata: ["folder": "\(folder)", "flags": "\(dropped.map(\.name))"])
         }
+
+        // MULTIAPPEND: small messages for one folder share one command.
+        let batchable = connection.has(.multiAppend) && options.multiAppendMessages > 1 && !streamed
+        let (open, limit) = state.withLockedValue { ($0.openBatch, $0.batchLimit ?? options.multiAppendMessages) }
+        if let open, !(batchable && open.folder == folder && open.count < limit && open.bytes + size <= options.multiAppendBytes) {
+            if open.count >= limit {
+                // Full: allow one more next time, up to the option's bound.
+                state.withLockedValue { $0.batchLimit = min(options.multiAppendMessages, limit + 1) }
+            }
+            await closeOpenBatch()
+        }
+        if batchable {
+            let batch: AppendBatch
+            let index: Int
+            if let open = state.withLockedValue({ $0.openBatch }) {
+                batch = open
+                index = batch.join(size: size)
+                do {
+                    try await connection.appendNext(batch.pending, message: message, body: hasher)
+                } catch {
+                    // The command is over: nothing of it was stored.
+                    state.withLockedValue { $0.openBatch = nil }
+                    let e = Self.batchError(error, folder: folder, count: batch.count)
+                    batch.settle(.failure(e))
+                    throw e
+                }
+            } else {
+                let pending: PendingCommand
+                do {
+                    pending = try await connection.beginAppend(to: m, message: message, body: hasher)
+                } catch let e as MailError {
+                    throw e.with(folder: folder)
+                }
+                batch = AppendBatch(folder: folder, pending: pending, uidValidity: state.withLockedValue { $0.uidValidity[folder] },
+                                    host: host, logger: logger)
+                index = batch.join(size: size)
+                state.withLockedValue {
+                    $0.openBatch = batch
+                    $0.appendCommands += 1
+                }
+                Task { try? await self.lingerThenClose(batch) }
+            }
+            state.withLockedValue { $0.appendedMessages += 1 }
+            let key = hasher.finalize()
+            return PendingAppend {
+                batch.noteWaiter()
+                let (id, validity) = try await batch.result(index)
+                return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped)
+            }
+        }
+
+        let pending: PendingCommand
+        do {
+            pending = try await connection.beginAppend(to: m, message: message, body: hasher)
+        } catch let e as MailError {
+            throw e.with(folder: folder)
+        }
+        state.withLockedValue {
+            $0.appendCommands += 1
+            $0.appendedMessages += 1
+        }
+        if hasher.sawNUL {
+            // Every byte went (the literal is complete); the command ends so
+            // that the server refuses it and the session stays usable.
+            do {
+                try await connection.endAppend(pending, .abort)
+            } catch let e as MailError {
+                throw e.with(folder: folder)
+            }
+            let e = MailError(.unsupported, scope: .message,
+                              "the message\(sourceName) has NUL bytes part-way through, which \(host) cannot store without the BINARY extension; it was not appended",
+                              folder: folder, messageID: request.sourceID)
+            let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
+            let logger = self.logger
+            let host = self.host
+            return PendingAppend {
+                // The server should answer BAD. If it stored the message anyway, say where.
+                if let r = try? await pending.response(scope: .message) {
+                    var where_ = ""
+                    if case .appendUID(let v, let uids)? = r.status.code, UInt64(v) == uidValidity ?? UInt64(v) {
+                        where_ = " as UID \(uids)"
+                    }
+                    logger.warning("the server accepted an APPEND that was meant to be refused", metadata: ["folder": "\(folder)"])
+                    throw MailError(.unsupported, scope: .message,
+                                    "\(e.message); \(host) nonetheless stored it\(where_), its NUL bytes possibly altered",
+                                    folder: folder, messageID: request.sourceID)
+                }
+                throw e
+            }
+        }
+        do {
+            try await connection.endAppend(pending, .finish)
+        } catch let e as MailError {
+            throw e.with(folder: folder)
+        }
+        let key = hasher.finalize()
+        let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
+        let logger = self.logger
         return PendingAppend {
             let r: CommandResponse
             do {
@@ -392,15 +593,23 @@ public final class IMAPStore: MailStore {
             } catch let e as MailError {
                 throw e.with(folder: folder)
             }
-            var id: MessageID?
-            var validity: UInt64?
-            if case .appendUID(let v, let uids)? = r.status.code, let u = uids.ranges.first?.lowerBound {
-                id = MessageID(String(u))
-                validity = UInt64(v)
-            }
-            _ = host
+            let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
+                                                          folder: folder, logger: logger)
             return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped)
         }
+    }
+
+    /// Messages up to this size are read whole before an APPEND (checked for
+    /// NUL bytes, sent as literal8 when needed); bigger ones stream.
+    static let nulCheckLimit = 4 * 1024 * 1024
+
+    static func batchError(_ error: Error, folder: FolderPath, count: Int) -> Error {
+        guard var e = error as? MailError else { return error }
+        e = e.with(folder: folder)
+        if count > 1, e.scope == .message {
+            e.message += " (a MULTIAPPEND of \(count) messages fails as a whole; none of them was stored)"
+        }
+        return e
     }
 
     // MARK: Changing
@@ -408,6 +617,7 @@ public final class IMAPStore: MailStore {
     public func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
         let uids = ids.compactMap { UInt32($0.rawValue) }
         guard !uids.isEmpty else { return }
+        try await flushAppends()
         try await select(folder, readOnly: false)
         let mode: StoreMode = change == .add ? .add : change == .remove ? .remove : .replace
         let list = flags.sorted.filter { $0 != .recent && (!$0.isKeyword || $0.isValidKeyword) }
@@ -447,6 +657,7 @@ public final class IMAPStore: MailStore {
     }
 
     public func close() async throws {
+        try? await flushAppends()
         await connection.logout()
     }
 }
@@ -571,7 +782,8 @@ final class BodyReader: @unchecked Sendable {
 }
 
 /// Passes a body through while hashing it (the key of the bytes as sent),
-/// optionally watching for NUL bytes.
+/// optionally watching for NUL bytes (every byte still passes, so that the
+/// literal is complete and the APPEND can be refused cleanly).
 final class HashingBody: AsyncSequence, @unchecked Sendable {
     typealias Element = ByteBuffer
     private let body: MessageBody
@@ -591,7 +803,6 @@ final class HashingBody: AsyncSequence, @unchecked Sendable {
         mutating func next() async throws -> ByteBuffer? {
             guard let chunk = try await inner.next() else { return nil }
             owner.update(chunk)
-            if owner.sawNUL { return nil }
             return chunk
         }
     }
@@ -608,4 +819,145 @@ final class HashingBody: AsyncSequence, @unchecked Sendable {
     }
 
     func finalize() -> MessageKey { lock.withLock { hasher.finalize() } }
+}
+
+/// One MULTIAPPEND (RFC 3502) command: the messages that joined it, and its
+/// one reply, shared by all of them. The server stores all or none.
+final class AppendBatch: @unchecked Sendable {
+    let folder: FolderPath
+    let pending: PendingCommand
+    /// The folder's UIDVALIDITY when the batch began (from SELECT).
+    let uidValidity: UInt64?
+    let host: String
+    let logger: Logger
+    private let lock = NIOLock()
+    private var _count = 0
+    private var _bytes: Int64 = 0
+    private var _generation = 0
+    private var _open = true
+    private var _waiter = false
+    private var outcome: Result<CommandResponse, Error>?
+    private var waiters: [CheckedContinuation<CommandResponse, Error>] = []
+
+    init(folder: FolderPath, pending: PendingCommand, uidValidity: UInt64?, host: String, logger: Logger) {
+        self.folder = folder
+        self.pending = pending
+        self.uidValidity = uidValidity
+        self.host = host
+        self.logger = logger
+    }
+
+    var count: Int { lock.withLock { _count } }
+    var bytes: Int64 { lock.withLock { _bytes } }
+    var generation: Int { lock.withLock { _generation } }
+    /// True until the command line is ended (or the command failed).
+    var isOpen: Bool { lock.withLock { _open && outcome == nil } }
+
+    /// Someone awaits a confirmation from this batch.
+    func noteWaiter() { lock.withLock { _waiter = true } }
+    var hasWaiter: Bool { lock.withLock { _waiter } }
+
+    /// Adds a message; returns its index in the batch.
+    func join(size: Int64) -> Int {
+        lock.withLock {
+            _generation += 1
+            _bytes += size
+            _count += 1
+            return _count - 1
+        }
+    }
+
+    /// The command line has ended: read the reply in the background.
+    func readReply() {
+        lock.withLock { _open = false }
+        let pending = self.pending
+        let folder = self.folder
+        Task {
+            do {
+                let r = try await pending.response(scope: .message)
+                self.settle(.success(r))
+            } catch {
+                self.settle(.failure(IMAPStore.batchError(error, folder: folder, count: self.count)))
+            }
+        }
+    }
+
+    func settle(_ result: Result<CommandResponse, Error>) {
+        let ws: [CheckedContinuation<CommandResponse, Error>] = lock.withLock {
+            _open = false
+            guard outcome == nil else { return [] }
+            outcome = result
+            defer { waiters = [] }
+            return waiters
+        }
+        for w in ws { w.resume(with: result) }
+    }
+
+    /// The new UID of message `index` and its UIDVALIDITY (nil when the
+    /// server did not tell in a way that can be trusted); throws the batch's
+    /// refusal.
+    func result(_ index: Int) async throws -> (MessageID?, UInt64?) {
+        let r: CommandResponse = try await withCheckedThrowingContinuation { c in
+            lock.withLock {
+                if let outcome { c.resume(with: outcome) } else { waiters.append(c) }
+            }
+        }
+        return Self.mapAppendUID(r.status.code, index: index, count: count, uidValidity: uidValidity, folder: folder, logger: logger)
+    }
+
+    /// Maps APPENDUID's uid-set (RFC 4315: one UID per appended message, in
+    /// order) to message `index` of `count`. Returns no id when the server's
+    /// answer cannot be trusted: a UIDVALIDITY other than the folder's (the
+    /// mapping would point into another incarnation of the folder), a set
+    /// whose size does not match the number of messages, or `*`. The message
+    /// was still stored; without an id, later runs find it by its key.
+    static func mapAppendUID(_ code: ResponseCode?, index: Int, count: Int, uidValidity: UInt64?, folder: FolderPath,
+                             logger: Logger) -> (MessageID?, UInt64?) {
+        guard case .appendUID(let v, let set)? = code else { return (nil, nil) }
+        if let uidValidity, UInt64(v) != uidValidity {
+            logger.warning("APPENDUID names UIDVALIDITY \(v), not the folder's \(uidValidity); the new UID is treated as unknown",
+                           metadata: ["folder": "\(folder)"])
+            return (nil, nil)
+        }
+        guard !set.ranges.contains(where: { $0.upperBound == UInt32.max }), set.count == count else {
+            logger.warning("APPENDUID \(set) does not give one UID per appended message (\(count)); the new UIDs are treated as unknown",
+                           metadata: ["folder": "\(folder)"])
+            return (nil, nil)
+        }
+        let uids = set.numbers
+        guard index < uids.count, uids[index] > 0 else { return (nil, nil) }
+        return (MessageID(String(uids[index])), UInt64(v))
+    }
+}
+
+/// A lock that an async task may hold across suspension points. FIFO.
+final class AsyncMutex: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var held = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func lock() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now: Bool = lock.withLock {
+                if held {
+                    waiters.append(c)
+                    return false
+                }
+                held = true
+                return true
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func unlock() {
+        let next: CheckedContinuation<Void, Never>? = lock.withLock {
+            if waiters.isEmpty {
+                held = false
+                return nil
+            }
+            return waiters.removeFirst()
+        }
+        next?.resume()
+    }
 }

@@ -679,6 +679,17 @@ public final class DovecotFixture: Sendable {
         return (uid, gid, String(cString: pw.pointee.pw_name), group)
     }
 
+    /// Folders the fixture marks with SPECIAL-USE attributes (not created
+    /// until a test creates them).
+    public static let specialUseFolders: [(name: String, attribute: String)] = [
+        ("Gesendete Objekte", "\\Sent"), ("Entwürfe", "\\Drafts"), ("Gelöschte Objekte", "\\Trash"),
+        ("Junk-E-Mail", "\\Junk"), ("Archivierte Objekte", "\\Archive"),
+    ]
+
+    static var specialUseConfig: String {
+        specialUseFolders.map { "  mailbox \"\($0.name)\" {\n    special_use = \($0.attribute)\n  }" }.joined(separator: "\n")
+    }
+
     static func makeConfig(info: Info, isRoot: Bool) -> String {
         let r = info.root
         let internalUser: String
@@ -739,6 +750,14 @@ public final class DovecotFixture: Sendable {
         default_internal_group = \(internalGroup)
         default_login_user = \(loginUser)
         mail_plugins =
+        # SPECIAL-USE (RFC 6154): LIST shows these attributes on these names
+        # once a test creates them; none is created automatically, so other
+        # tests' folder lists stay as they were. The names are ones no other
+        # test uses; see DovecotFixture.specialUseFolders.
+        namespace inbox {
+          inbox = yes
+        \(specialUseConfig)
+        }
         protocol imap {
           imap_max_line_length = 10M
         }

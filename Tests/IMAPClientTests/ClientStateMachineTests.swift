@@ -115,6 +115,58 @@ struct ClientStateMachineTests {
         #expect(c.contains { if case .readyForBody(3) = $0 { return true }; return false })
     }
 
+    func ready(_ actions: [A], _ id: UInt64) -> Bool {
+        actions.contains { if case .readyForBody(let i) = $0 { return i == id }; return false }
+    }
+
+    @Test func multiAppendKeepsOneCommandOpenAcrossMessages() {
+        var m = greeted(caps: "IMAP4rev1 LITERAL+ MULTIAPPEND")
+        let a = m.submit(1, .append(.inbox, AppendWriter.Message(flags: [.seen], internalDate: nil, size: 5)))
+        #expect(writes(a) == ["A1 APPEND INBOX (\\Seen) {5+}\r\n"])
+        #expect(writes(m.submit(2, .command(.noop))).isEmpty)
+        #expect(writes(m.bodyChunk(1, ByteBuffer(string: "hello"))) == ["hello"])
+        #expect(m.messageDone(1).isEmpty, "between messages nothing is written and the NOOP still waits")
+        let b = m.appendNext(1, AppendWriter.Message(flags: [], internalDate: nil, size: 3))
+        #expect(writes(b) == [" {3+}\r\n"])
+        #expect(ready(b, 1))
+        #expect(writes(m.bodyChunk(1, ByteBuffer(string: "abc"))) == ["abc"])
+        let f = m.finishBody(1)
+        #expect(writes(f) == ["\r\n", "A2 NOOP\r\n"])
+    }
+
+    @Test func multiAppendWithSynchronisingLiteralsWaitsForEachContinuation() {
+        var m = greeted(caps: "IMAP4rev1 LITERAL- MULTIAPPEND")
+        let a = m.submit(1, .append(.inbox, AppendWriter.Message(flags: [], internalDate: nil, size: 5000)))
+        #expect(writes(a) == ["A1 APPEND INBOX {5000}\r\n"])
+        #expect(!ready(a, 1))
+        #expect(ready(m.receive(.response(.continuation("go"))), 1))
+        _ = m.bodyChunk(1, ByteBuffer(repeating: 0x41, count: 5000))
+        _ = m.messageDone(1)
+        // LITERAL- allows a small one without waiting, not a big one.
+        let small = m.appendNext(1, AppendWriter.Message(flags: [.flagged], internalDate: nil, size: 4096))
+        #expect(writes(small) == [" (\\Flagged) {4096+}\r\n"])
+        #expect(ready(small, 1))
+        _ = m.messageDone(1)
+        let big = m.appendNext(1, AppendWriter.Message(flags: [], internalDate: nil, size: 4097))
+        #expect(writes(big) == [" {4097}\r\n"])
+        #expect(!ready(big, 1))
+        #expect(ready(m.receive(.response(.continuation("go"))), 1))
+        // A refusal instead of "+" ends the whole command and frees the stream.
+        _ = m.submit(2, .command(.noop))
+        let r = m.receive(tagged("A1", .no, code: .overQuota))
+        #expect(completed(r) == [1])
+        #expect(writes(r) == ["A2 NOOP\r\n"])
+    }
+
+    @Test func abortedAppendEndsWithBytesTheServerMustRefuse() {
+        var m = greeted(caps: "IMAP4rev1 LITERAL+")
+        _ = m.submit(1, .append(.inbox, AppendWriter.Message(flags: [], internalDate: nil, size: 2)))
+        _ = m.submit(2, .command(.noop))
+        _ = m.bodyChunk(1, ByteBuffer(string: "ab"))
+        #expect(writes(m.abortAppend(1)) == [" )\r\n", "A2 NOOP\r\n"])
+        #expect(m.abortAppend(1).isEmpty, "only once, only by the owner")
+    }
+
     @Test func authenticateExchange() {
         var m = greeted(caps: "IMAP4rev1 AUTH=XOAUTH2")
         let a = m.submit(1, .authenticate(mechanism: "XOAUTH2", initialResponse: Array("abc".utf8)))

@@ -17,19 +17,30 @@ import Testing
 struct PipelineMeasurement {
     static let logger = Logger(label: "bench.imap")
 
-    func run(port: Int, f: DovecotFixture, depth: Int, batch: Int, count: Int, label: String) async throws {
+    /// `multiAppend`: messages per MULTIAPPEND (1: one APPEND each).
+    /// `window`: confirmations awaited once this many are outstanding, as the
+    /// transfer Executor does (nil: all appended first, then all awaited).
+    func run(port: Int, f: DovecotFixture, depth: Int, batch: Int, count: Int, label: String,
+             multiAppend: Int = 1, window: Int? = nil) async throws {
         let account = f.makeUser(prefix: "bench")
         let settings = ConnectionSettings(host: f.host, port: port, tls: .implicit, caFile: f.caFile)
         let store = try await IMAPStore.open(settings: settings, credentials: .password(user: account.user, account.password),
-                                             options: IMAPStoreOptions(pipelineDepth: depth, fetchBatchSize: batch), logger: Self.logger)
+                                             options: IMAPStoreOptions(pipelineDepth: depth, fetchBatchSize: batch,
+                                                                       multiAppendMessages: multiAppend),
+                                             logger: Self.logger)
         let body = Array(("From: a@example.com\r\nSubject: bench\r\n\r\n" + String(repeating: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", count: 64)).utf8)
         let clock = ContinuousClock()
         var t0 = clock.now
         var pending: [PendingAppend] = []
+        var awaited = 0
         for _ in 0..<count {
             pending.append(try await store.append(to: .inbox, AppendRequest(flags: [.seen]), body: .bytes(body)))
+            if let window, pending.count - awaited >= window {
+                _ = try await pending[awaited].result()
+                awaited += 1
+            }
         }
-        for p in pending { _ = try await p.result() }
+        for p in pending[awaited...] { _ = try await p.result() }
         let appendTime = clock.now - t0
         let listing = try await store.listMessages(in: .inbox)
         t0 = clock.now
@@ -38,21 +49,35 @@ struct PipelineMeasurement {
             for try await c in b { n.add(c.readableBytes) }
         }
         let fetchTime = clock.now - t0
+        let counts = store.appendCounts
         try await store.close()
         func rate(_ d: Duration) -> String {
             let s = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
             return String(format: "%.0f msg/s", Double(count) / s)
         }
-        print("BENCH \(label): depth \(depth), batch \(batch), \(count) × \(body.count) B: append \(rate(appendTime)), fetch \(rate(fetchTime))")
+        let how = multiAppend > 1 ? "MULTIAPPEND ≤\(multiAppend)" : "APPEND each"
+        let win = window.map { ", window \($0)" } ?? ""
+        print("BENCH \(label): depth \(depth), batch \(batch), \(how)\(win), \(count) × \(body.count) B: append \(rate(appendTime)) (\(counts.commands) APPEND commands), fetch \(rate(fetchTime))")
     }
 
     @Test func pipelinedVersusUnpipelined() async throws {
         let f = try DovecotFixture.shared()
+        // (depth, fetch batch, messages per MULTIAPPEND, confirmation window)
+        let configs: [(Int, Int, Int, Int?)] = [
+            (1, 1, 1, nil), (16, 32, 1, nil), (16, 32, 32, nil),
+            (16, 32, 1, 8), (16, 32, 32, 8), (16, 32, 1, 64), (16, 32, 32, 64),
+        ]
+        // Rounds interleave the configurations, so that a busy machine skews them alike.
+        let rounds = Int(ProcessInfo.processInfo.environment["MAILFERRY_IMAP_BENCH_ROUNDS"] ?? "") ?? 3
         for (label, delay) in [("direct", 0), ("+2 ms each way", 2)] {
             let proxy = try await DelayProxy.start(upstreamPort: f.imapsPort, delayMS: delay)
             let count = delay == 0 ? 500 : 200
-            try await run(port: proxy.port, f: f, depth: 1, batch: 1, count: count, label: label)
-            try await run(port: proxy.port, f: f, depth: 16, batch: 32, count: count, label: label)
+            for _ in 0..<(delay == 0 ? rounds : 1) {
+                for (depth, batch, multi, window) in configs {
+                    try await run(port: proxy.port, f: f, depth: depth, batch: batch, count: count, label: label,
+                                  multiAppend: multi, window: window)
+                }
+            }
             try await proxy.stop()
         }
     }
