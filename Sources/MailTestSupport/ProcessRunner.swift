@@ -118,8 +118,20 @@ extension ProcessRunner {
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
         // Its own process group: a Ctrl-C for the tests does not hit it first.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        // An empty signal mask and default dispositions: the spawning thread may be one
+        // of the test runner's or NIO's, which block signals, and a daemon inherits the
+        // mask. Dovecot's master never unblocks SIGCHLD itself, so with an inherited mask
+        // it never reaps its login processes; the zombies count against process_limit
+        // (100 for imap-login) and after enough connections new ones are dropped during
+        // the greeting.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         posix_spawnattr_setpgroup(&attributes, 0)
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
         let argv = ([executable] + arguments).map { strdup($0) }
         defer { argv.forEach { free($0) } }
         var cArgs = argv + [nil]
