@@ -317,36 +317,147 @@ struct FakeMultiAppendTests {
         try await store.close()
     }
 
-    @Test func noOnTheBatchFailsEveryMessageOfItAndTheSessionGoesOn() async throws {
+    /// A server that refuses any APPEND (single or MULTIAPPEND) holding a
+    /// message with `marker` (all or none, as RFC 3502 says), stores the rest
+    /// with consecutive UIDs, and notes every command it read.
+    static func refusingServer(marker: String, seen: NIOLockedValueBox<[ReadAppend]>) async throws -> FakeIMAPServer {
+        try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var next = 1
+            while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
+                if a.bodies.contains(where: { String(decoding: $0, as: UTF8.self).contains(marker) }) {
+                    try await s.send("\(c.tag) NO Message refused: too large for this mailbox\r\n")
+                } else {
+                    try await s.send("\(c.tag) OK [APPENDUID 42 \(next):\(next + a.bodies.count - 1)] done\r\n")
+                    next += a.bodies.count
+                }
+            }
+        }
+    }
+
+    @Test func aRefusedBatchIsSentAgainMessageByMessageAndOnlyThePoisonMessageFails() async throws {
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
+        let server = try await Self.refusingServer(marker: "POISON", seen: seen)
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 10, multiAppendLinger: .milliseconds(200)))
+        let poison = 6
+        func body(_ i: Int) -> [UInt8] { i == poison ? Array("Subject: POISON\r\n\r\nbad\r\n".utf8) : Self.body(i) }
+        var pending: [PendingAppend] = []
+        for i in 0..<10 {
+            pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == 3 ? [.seen] : [], sourceID: "src\(i)"),
+                                                  body: .bytes(body(i))))
+        }
+        var ids: [String?] = []
+        var failed: [Int: MailError] = [:]
+        for (i, p) in pending.enumerated() {
+            do {
+                ids.append(try await p.result().id?.rawValue)
+            } catch let e as MailError {
+                failed[i] = e
+                ids.append(nil)
+            }
+        }
+        // The nine innocent messages are stored alone, in order, with their own UIDs.
+        #expect(ids == ["1", "2", "3", "4", "5", "6", nil, "7", "8", "9"])
+        #expect(failed.keys.sorted() == [poison])
+        let e = failed[poison]
+        #expect(e?.scope == .message)
+        #expect(e?.kind == .refused)
+        #expect(e?.folder == .inbox)
+        #expect(e?.messageID == "src\(poison)")
+        #expect(e?.message.contains("too large for this mailbox") == true, "\(String(describing: e))")
+        #expect(e?.message.contains("fails as a whole") == false, "\(String(describing: e))")
+
+        // Later messages for that folder go alone: no batch pays twice.
+        let after = try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(10)))
+        let afterNext = try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(11)))
+        #expect(try await after.result().id?.rawValue == "10")
+        #expect(try await afterNext.result().id?.rawValue == "11")
+
+        let reads = seen.withLockedValue { $0 }
+        #expect(reads.map(\.bodies.count) == [10] + Array(repeating: 1, count: 12))
+        // The singles carry each message's own bytes and flags again.
+        #expect(reads.dropFirst().prefix(10).map { $0.bodies[0] } == (0..<10).map { body($0) })
+        #expect(reads[4].headers.first?.contains("(\\Seen)") == true, "\(String(describing: reads[4].headers))")
+        #expect(store.appendCounts.commands == 13)
+        #expect(store.appendCounts.messages == 12)
+        try await store.close()
+    }
+
+    @Test func aBatchRefusedForNoOneMessageIsStoredWholeWhenSentAgainAlone() async throws {
+        // A NO that no single message causes (here, the first MULTIAPPEND of
+        // the session): every message is stored by its own APPEND.
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
         let server = try await FakeIMAPServer.start { s in
             try await s.send("* OK ready\r\n")
             var n = 0
             while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
                 guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
                 n += 1
                 if n == 1 {
                     try await s.send("\(c.tag) NO [SERVERBUG] could not save (\(a.bodies.count) messages)\r\n")
+                } else {
+                    try await s.send("\(c.tag) OK [APPENDUID 42 \(98 + n)] done\r\n")
+                }
+            }
+        }
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 4, multiAppendLinger: .milliseconds(200)))
+        var pending: [PendingAppend] = []
+        for i in 0..<6 {
+            if i == 4 {
+                // The refusal has been handled before more messages come.
+                for (j, p) in pending.enumerated() { #expect(try await p.result().id?.rawValue == String(100 + j), "message \(j)") }
+            }
+            pending.append(try await store.append(to: .inbox, AppendRequest(sourceID: "\(i)"), body: .bytes(Self.body(i))))
+        }
+        for (i, p) in pending.enumerated() {
+            #expect(try await p.result().id?.rawValue == String(100 + i), "message \(i)")
+        }
+        let reads = seen.withLockedValue { $0 }
+        #expect(reads.map(\.bodies.count) == [4, 1, 1, 1, 1, 1, 1])
+        #expect(reads.dropFirst().map { $0.bodies[0] } == (0..<6).map { Self.body($0) })
+        try await store.close()
+    }
+
+    @Test func badOnABatchFailsEveryMessageOfItAndNothingIsSentAgain() async throws {
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var n = 0
+            while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
+                n += 1
+                if n == 1 {
+                    try await s.send("\(c.tag) BAD syntax error in MULTIAPPEND\r\n")
                 } else {
                     try await s.send("\(c.tag) OK [APPENDUID 42 100:\(99 + a.bodies.count)] done\r\n")
                 }
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 4))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 4, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<6 {
+            if i == 4 { for p in pending { _ = try? await p.result() } }
             pending.append(try await store.append(to: .inbox, AppendRequest(sourceID: "\(i)"), body: .bytes(Self.body(i))))
         }
         for (i, p) in pending.enumerated() {
             if i < 4 {
                 let e = await mailError { _ = try await p.result() }
-                #expect(e?.scope == .message, "message \(i): \(String(describing: e))")
+                #expect(e?.kind == .protocolViolation, "message \(i): \(String(describing: e))")
                 #expect(e?.folder == .inbox)
                 #expect(e?.message.contains("fails as a whole") == true, "\(String(describing: e))")
             } else {
                 #expect(try await p.result().id?.rawValue == String(100 + i - 4))
             }
         }
+        // Not sent again alone, and the folder still batches.
+        #expect(seen.withLockedValue { $0.map(\.bodies.count) } == [4, 2])
         try await store.close()
     }
 
