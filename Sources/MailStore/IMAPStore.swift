@@ -530,8 +530,9 @@ public final class IMAPStore: MailStore {
                         // The server refused the batch before this message's
                         // literal (a synchronising literal it would not take):
                         // each message goes again alone, this one too.
-                        batch.markClosed()
-                        Task { await self.resendAlone(batch, refusal: error) }
+                        // Sent now, before any later message, so the folder keeps its order.
+                        let sent = await sendAloneLocked(batch, refusal: error)
+                        Task { await self.collectAlone(batch, sent) }
                     } else {
                         let e = Self.batchError(error, folder: folder, count: batch.count)
                         batch.settle(.failure(e))
@@ -642,19 +643,27 @@ public final class IMAPStore: MailStore {
     /// fail, each with the server's own words; later messages for the folder
     /// go alone for the rest of the session.
     func resendAlone(_ batch: AppendBatch, refusal: Error) async {
+        await appendLock.lock()
+        await closeOpenBatch()
+        let sent = await sendAloneLocked(batch, refusal: refusal)
+        appendLock.unlock()
+        await collectAlone(batch, sent)
+    }
+
+    /// Sends each message of the refused `batch` as its own APPEND. Call
+    /// with `appendLock` held. nil: nothing to send again (the batch is settled).
+    func sendAloneLocked(_ batch: AppendBatch, refusal: Error) async -> [Result<PendingCommand, Error>]? {
         let folder = batch.folder
         batch.markClosed()
         let items = batch.takeItems()
         guard items.count > 1, let m = try? mailbox(folder) else {
             batch.settle(.failure(Self.batchError(refusal, folder: folder, count: items.count)))
-            return
+            return nil
         }
         state.withLockedValue { _ = $0.unbatched.insert(folder) }
         logger.notice("MULTIAPPEND refused; sending its messages one by one",
                       metadata: ["folder": "\(folder)", "messages": "\(items.count)", "reply": "\(refusal)"])
         var sent: [Result<PendingCommand, Error>] = []
-        await appendLock.lock()
-        await closeOpenBatch()
         for item in items {
             do {
                 let p = try await connection.beginAppend(to: m, message: item.message, body: MessageBody.bytes(item.bytes))
@@ -662,32 +671,41 @@ public final class IMAPStore: MailStore {
                 state.withLockedValue { $0.appendCommands += 1 }
                 sent.append(.success(p))
             } catch {
-                sent.append(.failure(Self.batchError(error, folder: folder, count: 1)))
+                sent.append(.failure(Self.withSource(Self.batchError(error, folder: folder, count: 1), item.sourceID)))
             }
         }
-        appendLock.unlock()
-        let uidValidity = batch.uidValidity
+        return sent
+    }
+
+    /// Each message's own reply to `sendAloneLocked`'s APPENDs, handed to
+    /// the batch's waiters.
+    func collectAlone(_ batch: AppendBatch, _ sent: [Result<PendingCommand, Error>]?) async {
+        guard let sent else { return }
+        let folder = batch.folder
+        let sources = batch.sourceIDs
         var results: [Result<(MessageID?, UInt64?), Error>] = []
-        for (s, item) in zip(sent, items) {
+        for (i, s) in sent.enumerated() {
             switch s {
             case .success(let p):
                 do {
                     let r = try await p.response(scope: .message)
-                    results.append(.success(AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
+                    results.append(.success(AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: batch.uidValidity,
                                                                      folder: folder, logger: logger)))
                 } catch {
-                    var e = Self.batchError(error, folder: folder, count: 1)
-                    if var me = e as? MailError, me.messageID == nil, let id = item.sourceID {
-                        me.messageID = id
-                        e = me
-                    }
-                    results.append(.failure(e))
+                    let id = i < sources.count ? sources[i] : nil
+                    results.append(.failure(Self.withSource(Self.batchError(error, folder: folder, count: 1), id)))
                 }
             case .failure(let e):
                 results.append(.failure(e))
             }
         }
         batch.settleEach(results)
+    }
+
+    static func withSource(_ error: Error, _ sourceID: String?) -> Error {
+        guard var e = error as? MailError, e.messageID == nil, let sourceID else { return error }
+        e.messageID = sourceID
+        return e
     }
 
     static func batchError(_ error: Error, folder: FolderPath, count: Int) -> Error {
@@ -933,6 +951,7 @@ final class AppendBatch: @unchecked Sendable {
     private var _open = true
     private var _waiter = false
     private var items: [Item] = []
+    private var _sourceIDs: [String?] = []
     /// The batch's one reply, when its messages share it.
     private var outcome: Result<CommandResponse, Error>?
     /// Each message's own result, when they were sent again one by one.
@@ -965,11 +984,13 @@ final class AppendBatch: @unchecked Sendable {
             _bytes += item.message.size
             _count += 1
             items.append(item)
+            _sourceIDs.append(item.sourceID)
             return _count - 1
         }
     }
 
     func markClosed() { lock.withLock { _open = false } }
+    var sourceIDs: [String?] { lock.withLock { _sourceIDs } }
 
     /// The kept messages, handed over once (to be sent again alone).
     func takeItems() -> [Item] {

@@ -423,6 +423,60 @@ struct FakeMultiAppendTests {
         try await store.close()
     }
 
+    @Test func aSynchronisingLiteralRefusedMidBatchSendsTheBatchAgainAlone() async throws {
+        // No LITERAL+: the server sees each literal's size first and answers
+        // NO instead of "+" for a message it will not take (here: 999 bytes).
+        let refusedSize = 999
+        let seen = NIOLockedValueBox<[Int]>([])
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var next = 1
+            commands: while let c = try await s.standardSession(caps: "IMAP4rev1 MULTIAPPEND UIDPLUS NAMESPACE", stopAt: ["APPEND"]) {
+                var line = c.line
+                var count = 0
+                while line.hasSuffix("}"), let open = line.lastIndex(of: "{") {
+                    guard let n = Int(line[line.index(after: open)...].filter(\.isNumber)) else { return }
+                    if n == refusedSize {
+                        try await s.send("\(c.tag) NO [TOOBIG] message too big\r\n")
+                        seen.withLockedValue { $0.append(-(count + 1)) }
+                        continue commands
+                    }
+                    try await s.send("+ go on\r\n")
+                    guard (try await s.readBytes(n)) != nil, let l = try await s.readLine() else { return }
+                    count += 1
+                    line = l
+                }
+                seen.withLockedValue { $0.append(count) }
+                try await s.send("\(c.tag) OK [APPENDUID 42 \(next):\(next + count - 1)] done\r\n")
+                next += count
+            }
+        }
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 8, multiAppendLinger: .milliseconds(200)))
+        let big = Array("Subject: big\r\n\r\n".utf8) + Array(repeating: UInt8(ascii: "x"), count: refusedSize - 16)
+        #expect(big.count == refusedSize)
+        var pending: [PendingAppend] = []
+        for i in 0..<5 {
+            pending.append(try await store.append(to: .inbox, AppendRequest(sourceID: "s\(i)"), body: .bytes(i == 2 ? big : Self.body(i))))
+        }
+        var ids: [String?] = []
+        for (i, p) in pending.enumerated() {
+            if i == 2 {
+                let e = await mailError { _ = try await p.result() }
+                #expect(e?.scope == .message, "\(String(describing: e))")
+                #expect(e?.folder == .inbox)
+                #expect(e?.message.contains("message too big") == true, "\(String(describing: e))")
+                ids.append(nil)
+            } else {
+                ids.append(try await p.result().id?.rawValue)
+            }
+        }
+        #expect(ids == ["1", "2", nil, "3", "4"])
+        // The batch (refused at its third literal), then each message alone.
+        #expect(seen.withLockedValue { $0 } == [-3, 1, 1, -1, 1, 1])
+        try await store.close()
+    }
+
     @Test func badOnABatchFailsEveryMessageOfItAndNothingIsSentAgain() async throws {
         let seen = NIOLockedValueBox<[ReadAppend]>([])
         let server = try await FakeIMAPServer.start { s in
