@@ -257,7 +257,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<4 {
             pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == 1 ? [.seen] : []), body: .bytes(Self.body(i))))
@@ -285,7 +285,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server)
+        let store = try await open(server, IMAPStoreOptions(multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<5 { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
         for (i, p) in pending.enumerated() { #expect(try await p.result().id?.rawValue == String(i + 1)) }
@@ -558,7 +558,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<3 { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
         for (i, p) in pending.enumerated() {
@@ -582,7 +582,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: batch))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: batch, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<batch { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
         for p in pending {
