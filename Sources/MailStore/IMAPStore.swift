@@ -52,8 +52,13 @@ public struct IMAPStoreOptions: Sendable, Hashable {
 /// synchronising literals) and return before the server confirms, so many
 /// APPENDs are in flight at once. With MULTIAPPEND (RFC 3502), messages up to
 /// 4 MB bound for one folder share one command (`IMAPStoreOptions.multiAppend*`):
-/// the server stores all of them or none, so a refusal fails each of them
-/// (message scope), and a connection lost mid-batch fails each retryably.
+/// the server stores all of them or none. Each batched message's bytes (read
+/// whole already, for the NUL check) are kept until the batch's reply, so a
+/// refusal (NO) sends each message again as its own APPEND: one message the
+/// server will not take fails alone, with the server's words, and the rest
+/// are stored; that folder is then not batched again for the session. A BAD
+/// fails each message of the batch, and a connection lost mid-batch fails
+/// each retryably. Kept bytes are bounded by `multiAppendBytes` per batch.
 /// APPENDUID's uid-set gives each message its UID, in order; a set of the
 /// wrong size, or one for another UIDVALIDITY than the folder's, is not
 /// believed: the message counts as stored with its UID unknown, and later
