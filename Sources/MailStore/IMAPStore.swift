@@ -511,7 +511,7 @@ public final class IMAPStore: MailStore {
             ($0.openBatch, $0.batchLimit ?? options.multiAppendMessages, $0.unbatched.contains(folder))
         }
         let batchable = connection.has(.multiAppend) && options.multiAppendMessages > 1 && !streamed
-            && held != nil && !unbatched
+            && held != nil && !unbatched && !flags.contains { $0.isKeyword && $0.name.utf8.count > Self.batchedKeywordLimit }
         if let open, !(batchable && open.folder == folder && open.count < limit && open.bytes + size <= options.multiAppendBytes) {
             if open.count >= limit {
                 // Full: allow one more next time, up to the option's bound.
@@ -632,6 +632,14 @@ public final class IMAPStore: MailStore {
     /// Messages up to this size are read whole before an APPEND (checked for
     /// NUL bytes, sent as literal8 when needed); bigger ones stream.
     static let nulCheckLimit = 4 * 1024 * 1024
+
+    /// A message with a longer keyword goes alone, never in a MULTIAPPEND.
+    /// Dovecot (2.3, `mail_max_keyword_length` = 50 by default) refuses such
+    /// a keyword with NO at once, mid-command, and then reads the rest of
+    /// the batch's LITERAL+ bytes as commands: the session falls out of step
+    /// (and message lines would be run as commands). Alone, the APPEND is
+    /// refused cleanly ("Keyword length too long") and the session goes on.
+    static let batchedKeywordLimit = 50
 
     /// True for a refusal of the command itself (NO) that says nothing about
     /// the session or the account: with a MULTIAPPEND, possibly caused by

@@ -75,6 +75,45 @@ struct DovecotMultiAppendTests {
         }
     }
 
+    /// Dovecot refuses a keyword longer than `mail_max_keyword_length` (50
+    /// by default). Inside a MULTIAPPEND it answers NO mid-command and reads
+    /// the rest of the batch as commands, so such a message goes alone: it
+    /// fails with Dovecot's own words, the batches around it are stored.
+    @Test func aMessageWithAKeywordDovecotRefusesFailsAloneAndTheSessionStaysInStep() async throws {
+        let f = try DovecotFixture.shared()
+        let account = f.makeUser(prefix: "longkw")
+        let store = try await DovecotIMAPTests.open(f, .startTLS, account,
+                                                    options: IMAPStoreOptions(multiAppendMessages: 10, multiAppendLinger: .milliseconds(200)))
+        defer { Task { try? await store.close() } }
+        let poison = 4
+        let longKeyword = Flag(String(repeating: "k", count: 60))
+        #expect(longKeyword.isValidKeyword)
+        var pending: [PendingAppend] = []
+        for i in 0..<10 {
+            pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == poison ? [longKeyword] : [.seen], sourceID: "\(i)"),
+                                                  body: .bytes(Self.message(i))))
+        }
+        var stored: [Int: MessageID] = [:]
+        var failed: [Int: MailError] = [:]
+        for (i, p) in pending.enumerated() {
+            do {
+                stored[i] = try #require(try await p.result().id, "message \(i) has no UID")
+            } catch let e as MailError {
+                failed[i] = e
+            }
+        }
+        #expect(failed.keys.sorted() == [poison], "\(failed)")
+        #expect(failed[poison]?.scope == .message)
+        #expect(failed[poison]?.folder == .inbox)
+        #expect(failed[poison]?.message.lowercased().contains("keyword") == true, "\(String(describing: failed[poison]))")
+        #expect(store.appendCounts.commands < 10, "the others were batched: \(store.appendCounts)")
+        let listing = try await store.listMessages(in: .inbox)
+        #expect(listing.messages.count == 9)
+        let bodies = Bodies()
+        _ = try await store.fetchMessages(Array(stored.values), in: .inbox) { info, body in bodies.set(info.id, try await body.collect()) }
+        for (i, id) in stored { #expect(bodies.get(id) == Self.message(i), "UID \(id) holds message \(i)") }
+    }
+
     @Test func batchesAndSingleAppendsInterleaveAcrossFoldersAndOtherCommands() async throws {
         let f = try DovecotFixture.shared()
         let store = try await DovecotIMAPTests.open(f, .implicit, f.makeUser(prefix: "multi2"))
