@@ -536,6 +536,8 @@ public final class IMAPStore: MailStore {
                         // literal (a synchronising literal it would not take):
                         // each message goes again alone, this one too.
                         // Sent now, before any later message, so the folder keeps its order.
+                        // This message's bytes never went: hash them here for its key.
+                        do { for try await _ in hasher {} } catch {}
                         let sent = await sendAloneLocked(batch, refusal: error)
                         Task { await self.collectAlone(batch, sent) }
                     } else {
