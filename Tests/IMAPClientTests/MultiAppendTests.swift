@@ -317,10 +317,13 @@ struct FakeMultiAppendTests {
         let seen = NIOLockedValueBox<[ReadAppend]>([])
         let server = try await FakeIMAPServer.start { s in
             try await s.send("* OK ready\r\n")
+            var next = 1
             while let c = try await s.standardSession(caps: "IMAP4rev1 MULTIAPPEND UIDPLUS NAMESPACE", stopAt: ["APPEND"]) {
                 guard let a = try await Self.readAppend(s, c.line) else { return }
                 seen.withLockedValue { $0.append(a) }
-                try await s.send("\(c.tag) OK [APPENDUID 42 1:\(a.bodies.count)] done\r\n")
+                // UIDs go on across commands (a slow machine may split the batch).
+                try await s.send("\(c.tag) OK [APPENDUID 42 \(next):\(next + a.bodies.count - 1)] done\r\n")
+                next += a.bodies.count
             }
         }
         defer { Task { await server.stop() } }
