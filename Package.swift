@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(name: "IMAPCoreTests", dependencies: ["IMAPCore"], swiftSettings: swift6),
         .testTarget(name: "POP3CoreTests", dependencies: ["POP3Core"], swiftSettings: swift6),
         .testTarget(name: "MailNetTests", dependencies: ["MailNet", "MailTestSupport"], swiftSettings: swift6),
-        .testTarget(name: "IMAPClientTests", dependencies: ["IMAPClient", "MailStore", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "IMAPClientTests", dependencies: ["IMAPClient", "MailStore", "MailTestSupport", "Transfer", "SyncState"], swiftSettings: swift6),
         .testTarget(name: "POP3ClientTests", dependencies: ["POP3Client", "MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "MailStoreTests", dependencies: ["MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState", "MailStore", "MailNet"], swiftSettings: swift6),

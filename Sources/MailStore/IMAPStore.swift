@@ -23,6 +23,9 @@ public struct IMAPStoreOptions: Sendable, Hashable {
     /// offers it; 1 turns MULTIAPPEND off (one APPEND per message).
     public var multiAppendMessages: Int
     /// Most bytes one MULTIAPPEND carries. Messages over 4 MB always go alone.
+    /// A batch's messages are kept in memory until its reply (a refused
+    /// batch is sent again message by message), so this also bounds the
+    /// memory each batch in flight holds.
     public var multiAppendBytes: Int64
     /// How long an open MULTIAPPEND waits for another message before it is
     /// ended (the server stores a batch only once its command line ends).
@@ -30,7 +33,7 @@ public struct IMAPStoreOptions: Sendable, Hashable {
 
     public init(pipelineDepth: Int = 16, fetchBatchSize: Int = 32,
                 client: IMAPClientOptions = IMAPClientOptions(),
-                multiAppendMessages: Int = 32, multiAppendBytes: Int64 = 16 * 1024 * 1024,
+                multiAppendMessages: Int = 32, multiAppendBytes: Int64 = 8 * 1024 * 1024,
                 multiAppendLinger: Duration = .milliseconds(2)) {
         self.pipelineDepth = max(1, pipelineDepth)
         self.fetchBatchSize = max(1, fetchBatchSize)
@@ -49,8 +52,13 @@ public struct IMAPStoreOptions: Sendable, Hashable {
 /// synchronising literals) and return before the server confirms, so many
 /// APPENDs are in flight at once. With MULTIAPPEND (RFC 3502), messages up to
 /// 4 MB bound for one folder share one command (`IMAPStoreOptions.multiAppend*`):
-/// the server stores all of them or none, so a refusal fails each of them
-/// (message scope), and a connection lost mid-batch fails each retryably.
+/// the server stores all of them or none. Each batched message's bytes (read
+/// whole already, for the NUL check) are kept until the batch's reply, so a
+/// refusal (NO) sends each message again as its own APPEND: one message the
+/// server will not take fails alone, with the server's words, and the rest
+/// are stored; that folder is then not batched again for the session. A BAD
+/// fails each message of the batch, and a connection lost mid-batch fails
+/// each retryably. Kept bytes are bounded by `multiAppendBytes` per batch.
 /// APPENDUID's uid-set gives each message its UID, in order; a set of the
 /// wrong size, or one for another UIDVALIDITY than the folder's, is not
 /// believed: the message counts as stored with its UID unknown, and later
@@ -86,6 +94,9 @@ public final class IMAPStore: MailStore {
         var appendedMessages = 0
         /// Messages per MULTIAPPEND for now (see `lingerThenClose`); nil: the option's bound.
         var batchLimit: Int?
+        /// Folders where a MULTIAPPEND was refused this session: their
+        /// messages go one APPEND each (see `resendAlone`).
+        var unbatched: Set<FolderPath> = []
     }
 
     /// APPEND commands sent and messages they carried (more messages than
@@ -389,7 +400,7 @@ public final class IMAPStore: MailStore {
             batch.settle(.failure(error))
             return
         }
-        batch.readReply()
+        batch.readReply(store: self)
     }
 
     /// Runs beside each MULTIAPPEND: ends `batch` once no message has joined
@@ -450,6 +461,9 @@ public final class IMAPStore: MailStore {
         var source = body
         var size = body.size
         var hasNUL = false
+        // The whole message when it is in memory (read for the NUL check):
+        // a MULTIAPPEND keeps it to send it again alone if the batch is refused.
+        var held: ByteBuffer?
         let checkLimit = Self.nulCheckLimit
         if let known = size, known <= Int64(checkLimit) {
             let buffer: ByteBuffer
@@ -461,6 +475,7 @@ public final class IMAPStore: MailStore {
             hasNUL = buffer.readableBytesView.contains(0)
             size = Int64(buffer.readableBytes)
             source = .bytes(buffer)
+            held = buffer
         } else if size == nil {
             // No size (POP3): spool to an unlinked temp file, never to memory.
             let spooled: SpooledBody.Spooled
@@ -472,6 +487,7 @@ public final class IMAPStore: MailStore {
             hasNUL = spooled.containsNUL
             size = spooled.size
             source = spooled.body
+            held = spooled.buffer
         }
         guard let size else { throw MailError(.storage, scope: .message, "message size unknown", folder: folder) }
         let binary = hasNUL
@@ -489,9 +505,13 @@ public final class IMAPStore: MailStore {
             logger.info("keywords dropped on append", metadata: ["folder": "\(folder)", "flags": "\(dropped.map(\.name))"])
         }
 
-        // MULTIAPPEND: small messages for one folder share one command.
+        // MULTIAPPEND: small messages (held in memory) for one folder share
+        // one command, unless a batch for that folder was refused this session.
+        let (open, limit, unbatched) = state.withLockedValue {
+            ($0.openBatch, $0.batchLimit ?? options.multiAppendMessages, $0.unbatched.contains(folder))
+        }
         let batchable = connection.has(.multiAppend) && options.multiAppendMessages > 1 && !streamed
-        let (open, limit) = state.withLockedValue { ($0.openBatch, $0.batchLimit ?? options.multiAppendMessages) }
+            && held != nil && !unbatched && !flags.contains { $0.isKeyword && $0.name.utf8.count > Self.batchedKeywordLimit }
         if let open, !(batchable && open.folder == folder && open.count < limit && open.bytes + size <= options.multiAppendBytes) {
             if open.count >= limit {
                 // Full: allow one more next time, up to the option's bound.
@@ -499,20 +519,32 @@ public final class IMAPStore: MailStore {
             }
             await closeOpenBatch()
         }
-        if batchable {
+        if batchable, let held {
+            let item = AppendBatch.Item(message: message, bytes: held, sourceID: request.sourceID)
             let batch: AppendBatch
             let index: Int
             if let open = state.withLockedValue({ $0.openBatch }) {
                 batch = open
-                index = batch.join(size: size)
+                index = batch.join(item)
                 do {
                     try await connection.appendNext(batch.pending, message: message, body: hasher)
                 } catch {
                     // The command is over: nothing of it was stored.
                     state.withLockedValue { $0.openBatch = nil }
-                    let e = Self.batchError(error, folder: folder, count: batch.count)
-                    batch.settle(.failure(e))
-                    throw e
+                    if Self.isRefusal(error) {
+                        // The server refused the batch before this message's
+                        // literal (a synchronising literal it would not take):
+                        // each message goes again alone, this one too.
+                        // Sent now, before any later message, so the folder keeps its order.
+                        // This message's bytes never went: hash them here for its key.
+                        do { for try await _ in hasher {} } catch {}
+                        let sent = await sendAloneLocked(batch, refusal: error)
+                        Task { await self.collectAlone(batch, sent) }
+                    } else {
+                        let e = Self.batchError(error, folder: folder, count: batch.count)
+                        batch.settle(.failure(e))
+                        throw e
+                    }
                 }
             } else {
                 let pending: PendingCommand
@@ -523,7 +555,7 @@ public final class IMAPStore: MailStore {
                 }
                 batch = AppendBatch(folder: folder, pending: pending, uidValidity: state.withLockedValue { $0.uidValidity[folder] },
                                     host: host, logger: logger)
-                index = batch.join(size: size)
+                index = batch.join(item)
                 state.withLockedValue {
                     $0.openBatch = batch
                     $0.appendCommands += 1
@@ -602,6 +634,94 @@ public final class IMAPStore: MailStore {
     /// Messages up to this size are read whole before an APPEND (checked for
     /// NUL bytes, sent as literal8 when needed); bigger ones stream.
     static let nulCheckLimit = 4 * 1024 * 1024
+
+    /// A message with a longer keyword goes alone, never in a MULTIAPPEND.
+    /// Dovecot (2.3, `mail_max_keyword_length` = 50 by default) refuses such
+    /// a keyword with NO at once, mid-command, and then reads the rest of
+    /// the batch's LITERAL+ bytes as commands: the session falls out of step
+    /// (and message lines would be run as commands). Alone, the APPEND is
+    /// refused cleanly ("Keyword length too long") and the session goes on.
+    static let batchedKeywordLimit = 50
+
+    /// True for a refusal of the command itself (NO) that says nothing about
+    /// the session or the account: with a MULTIAPPEND, possibly caused by
+    /// one of its messages only. Not BAD, a lost connection, a timeout,
+    /// throttling, quota or a missing folder.
+    static func isRefusal(_ error: Error) -> Bool {
+        guard let e = error as? MailError else { return false }
+        return e.scope == .message && e.kind == .refused
+    }
+
+    /// A MULTIAPPEND was refused (NO): the server stored none of it, and one
+    /// message may be the cause. Sends each of its messages again as its own
+    /// APPEND, in order, so that only the message(s) the server refuses alone
+    /// fail, each with the server's own words; later messages for the folder
+    /// go alone for the rest of the session.
+    func resendAlone(_ batch: AppendBatch, refusal: Error) async {
+        await appendLock.lock()
+        await closeOpenBatch()
+        let sent = await sendAloneLocked(batch, refusal: refusal)
+        appendLock.unlock()
+        await collectAlone(batch, sent)
+    }
+
+    /// Sends each message of the refused `batch` as its own APPEND. Call
+    /// with `appendLock` held. nil: nothing to send again (the batch is settled).
+    func sendAloneLocked(_ batch: AppendBatch, refusal: Error) async -> [Result<PendingCommand, Error>]? {
+        let folder = batch.folder
+        batch.markClosed()
+        let items = batch.takeItems()
+        guard items.count > 1, let m = try? mailbox(folder) else {
+            batch.settle(.failure(Self.batchError(refusal, folder: folder, count: items.count)))
+            return nil
+        }
+        state.withLockedValue { _ = $0.unbatched.insert(folder) }
+        logger.notice("MULTIAPPEND refused; sending its messages one by one",
+                      metadata: ["folder": "\(folder)", "messages": "\(items.count)", "reply": "\(refusal)"])
+        var sent: [Result<PendingCommand, Error>] = []
+        for item in items {
+            do {
+                let p = try await connection.beginAppend(to: m, message: item.message, body: MessageBody.bytes(item.bytes))
+                try await connection.endAppend(p, .finish)
+                state.withLockedValue { $0.appendCommands += 1 }
+                sent.append(.success(p))
+            } catch {
+                sent.append(.failure(Self.withSource(Self.batchError(error, folder: folder, count: 1), item.sourceID)))
+            }
+        }
+        return sent
+    }
+
+    /// Each message's own reply to `sendAloneLocked`'s APPENDs, handed to
+    /// the batch's waiters.
+    func collectAlone(_ batch: AppendBatch, _ sent: [Result<PendingCommand, Error>]?) async {
+        guard let sent else { return }
+        let folder = batch.folder
+        let sources = batch.sourceIDs
+        var results: [Result<(MessageID?, UInt64?), Error>] = []
+        for (i, s) in sent.enumerated() {
+            switch s {
+            case .success(let p):
+                do {
+                    let r = try await p.response(scope: .message)
+                    results.append(.success(AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: batch.uidValidity,
+                                                                     folder: folder, logger: logger)))
+                } catch {
+                    let id = i < sources.count ? sources[i] : nil
+                    results.append(.failure(Self.withSource(Self.batchError(error, folder: folder, count: 1), id)))
+                }
+            case .failure(let e):
+                results.append(.failure(e))
+            }
+        }
+        batch.settleEach(results)
+    }
+
+    static func withSource(_ error: Error, _ sourceID: String?) -> Error {
+        guard var e = error as? MailError, e.messageID == nil, let sourceID else { return error }
+        e.messageID = sourceID
+        return e
+    }
 
     static func batchError(_ error: Error, folder: FolderPath, count: Int) -> Error {
         guard var e = error as? MailError else { return error }
@@ -822,8 +942,17 @@ final class HashingBody: AsyncSequence, @unchecked Sendable {
 }
 
 /// One MULTIAPPEND (RFC 3502) command: the messages that joined it, and its
-/// one reply, shared by all of them. The server stores all or none.
+/// one reply, shared by all of them. The server stores all or none. Each
+/// message's bytes are kept (the buffer already read for the NUL check, not
+/// a copy) until the reply, so that a refused batch can be sent again one
+/// message at a time (`IMAPStore.resendAlone`).
 final class AppendBatch: @unchecked Sendable {
+    struct Item: Sendable {
+        let message: AppendWriter.Message
+        let bytes: ByteBuffer
+        let sourceID: String?
+    }
+
     let folder: FolderPath
     let pending: PendingCommand
     /// The folder's UIDVALIDITY when the batch began (from SELECT).
@@ -836,8 +965,13 @@ final class AppendBatch: @unchecked Sendable {
     private var _generation = 0
     private var _open = true
     private var _waiter = false
+    private var items: [Item] = []
+    private var _sourceIDs: [String?] = []
+    /// The batch's one reply, when its messages share it.
     private var outcome: Result<CommandResponse, Error>?
-    private var waiters: [CheckedContinuation<CommandResponse, Error>] = []
+    /// Each message's own result, when they were sent again one by one.
+    private var singles: [Result<(MessageID?, UInt64?), Error>]?
+    private var waiters: [CheckedContinuation<Void, Never>] = []
 
     init(folder: FolderPath, pending: PendingCommand, uidValidity: UInt64?, host: String, logger: Logger) {
         self.folder = folder
@@ -851,24 +985,39 @@ final class AppendBatch: @unchecked Sendable {
     var bytes: Int64 { lock.withLock { _bytes } }
     var generation: Int { lock.withLock { _generation } }
     /// True until the command line is ended (or the command failed).
-    var isOpen: Bool { lock.withLock { _open && outcome == nil } }
+    var isOpen: Bool { lock.withLock { _open && !done } }
+    private var done: Bool { outcome != nil || singles != nil }
 
     /// Someone awaits a confirmation from this batch.
     func noteWaiter() { lock.withLock { _waiter = true } }
     var hasWaiter: Bool { lock.withLock { _waiter } }
 
     /// Adds a message; returns its index in the batch.
-    func join(size: Int64) -> Int {
+    func join(_ item: Item) -> Int {
         lock.withLock {
             _generation += 1
-            _bytes += size
+            _bytes += item.message.size
             _count += 1
+            items.append(item)
+            _sourceIDs.append(item.sourceID)
             return _count - 1
         }
     }
 
-    /// The command line has ended: read the reply in the background.
-    func readReply() {
+    func markClosed() { lock.withLock { _open = false } }
+    var sourceIDs: [String?] { lock.withLock { _sourceIDs } }
+
+    /// The kept messages, handed over once (to be sent again alone).
+    func takeItems() -> [Item] {
+        lock.withLock {
+            defer { items = [] }
+            return items
+        }
+    }
+
+    /// The command line has ended: read the reply in the background. A
+    /// refusal (NO) of more than one message sends them again one by one.
+    func readReply(store: IMAPStore) {
         lock.withLock { _open = false }
         let pending = self.pending
         let folder = self.folder
@@ -877,31 +1026,58 @@ final class AppendBatch: @unchecked Sendable {
                 let r = try await pending.response(scope: .message)
                 self.settle(.success(r))
             } catch {
-                self.settle(.failure(IMAPStore.batchError(error, folder: folder, count: self.count)))
+                if self.count > 1, IMAPStore.isRefusal(error) {
+                    await store.resendAlone(self, refusal: error)
+                } else {
+                    self.settle(.failure(IMAPStore.batchError(error, folder: folder, count: self.count)))
+                }
             }
         }
     }
 
+    /// The one reply for every message of the batch.
     func settle(_ result: Result<CommandResponse, Error>) {
-        let ws: [CheckedContinuation<CommandResponse, Error>] = lock.withLock {
+        finish { $0.outcome = result }
+    }
+
+    /// Each message's own result, in order.
+    func settleEach(_ results: [Result<(MessageID?, UInt64?), Error>]) {
+        finish { $0.singles = results }
+    }
+
+    private func finish(_ set: (AppendBatch) -> Void) {
+        let ws: [CheckedContinuation<Void, Never>] = lock.withLock {
             _open = false
-            guard outcome == nil else { return [] }
-            outcome = result
+            guard !done else { return [] }
+            set(self)
+            items = []
             defer { waiters = [] }
             return waiters
         }
-        for w in ws { w.resume(with: result) }
+        for w in ws { w.resume() }
     }
 
     /// The new UID of message `index` and its UIDVALIDITY (nil when the
-    /// server did not tell in a way that can be trusted); throws the batch's
-    /// refusal.
+    /// server did not tell in a way that can be trusted); throws the
+    /// message's refusal.
     func result(_ index: Int) async throws -> (MessageID?, UInt64?) {
-        let r: CommandResponse = try await withCheckedThrowingContinuation { c in
-            lock.withLock {
-                if let outcome { c.resume(with: outcome) } else { waiters.append(c) }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now: Bool = lock.withLock {
+                if done { return true }
+                waiters.append(c)
+                return false
             }
+            if now { c.resume() }
         }
+        let (outcome, singles, count) = lock.withLock { (self.outcome, self.singles, _count) }
+        if let singles {
+            guard index < singles.count else {
+                throw MailError(.storage, scope: .message, "no result for message \(index + 1) of a MULTIAPPEND", folder: folder)
+            }
+            return try singles[index].get()
+        }
+        guard let outcome else { throw MailError(.storage, scope: .message, "a MULTIAPPEND ended without a reply", folder: folder) }
+        let r = try outcome.get()
         return Self.mapAppendUID(r.status.code, index: index, count: count, uidValidity: uidValidity, folder: folder, logger: logger)
     }
 

@@ -24,6 +24,9 @@ public enum SpooledBody {
         public let size: Int64
         /// True if any byte was NUL (IMAP then needs literal8 / BINARY).
         public let containsNUL: Bool
+        /// The bytes themselves when they stayed in memory (the same storage
+        /// `body` hands out, not a copy); nil when they went to a file.
+        public var buffer: ByteBuffer? = nil
     }
 
     static let chunkSize = 64 * 1024
@@ -51,7 +54,7 @@ public enum SpooledBody {
             }
         }
         guard let file else {
-            return Spooled(body: .bytes(memory), size: size, containsNUL: nul)
+            return Spooled(body: .bytes(memory), size: size, containsNUL: nul, buffer: memory)
         }
         return Spooled(body: file.reader(size: size), size: size, containsNUL: nul)
     }

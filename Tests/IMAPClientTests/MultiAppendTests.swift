@@ -75,6 +75,45 @@ struct DovecotMultiAppendTests {
         }
     }
 
+    /// Dovecot refuses a keyword longer than `mail_max_keyword_length` (50
+    /// by default). Inside a MULTIAPPEND it answers NO mid-command and reads
+    /// the rest of the batch as commands, so such a message goes alone: it
+    /// fails with Dovecot's own words, the batches around it are stored.
+    @Test func aMessageWithAKeywordDovecotRefusesFailsAloneAndTheSessionStaysInStep() async throws {
+        let f = try DovecotFixture.shared()
+        let account = f.makeUser(prefix: "longkw")
+        let store = try await DovecotIMAPTests.open(f, .startTLS, account,
+                                                    options: IMAPStoreOptions(multiAppendMessages: 10, multiAppendLinger: .milliseconds(200)))
+        defer { Task { try? await store.close() } }
+        let poison = 4
+        let longKeyword = Flag(String(repeating: "k", count: 60))
+        #expect(longKeyword.isValidKeyword)
+        var pending: [PendingAppend] = []
+        for i in 0..<10 {
+            pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == poison ? [longKeyword] : [.seen], sourceID: "\(i)"),
+                                                  body: .bytes(Self.message(i))))
+        }
+        var stored: [Int: MessageID] = [:]
+        var failed: [Int: MailError] = [:]
+        for (i, p) in pending.enumerated() {
+            do {
+                stored[i] = try #require(try await p.result().id, "message \(i) has no UID")
+            } catch let e as MailError {
+                failed[i] = e
+            }
+        }
+        #expect(failed.keys.sorted() == [poison], "\(failed)")
+        #expect(failed[poison]?.scope == .message)
+        #expect(failed[poison]?.folder == .inbox)
+        #expect(failed[poison]?.message.lowercased().contains("keyword") == true, "\(String(describing: failed[poison]))")
+        #expect(store.appendCounts.commands < 10, "the others were batched: \(store.appendCounts)")
+        let listing = try await store.listMessages(in: .inbox)
+        #expect(listing.messages.count == 9)
+        let bodies = Bodies()
+        _ = try await store.fetchMessages(Array(stored.values), in: .inbox) { info, body in bodies.set(info.id, try await body.collect()) }
+        for (i, id) in stored { #expect(bodies.get(id) == Self.message(i), "UID \(id) holds message \(i)") }
+    }
+
     @Test func batchesAndSingleAppendsInterleaveAcrossFoldersAndOtherCommands() async throws {
         let f = try DovecotFixture.shared()
         let store = try await DovecotIMAPTests.open(f, .implicit, f.makeUser(prefix: "multi2"))
@@ -257,7 +296,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<4 {
             pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == 1 ? [.seen] : []), body: .bytes(Self.body(i))))
@@ -278,14 +317,17 @@ struct FakeMultiAppendTests {
         let seen = NIOLockedValueBox<[ReadAppend]>([])
         let server = try await FakeIMAPServer.start { s in
             try await s.send("* OK ready\r\n")
+            var next = 1
             while let c = try await s.standardSession(caps: "IMAP4rev1 MULTIAPPEND UIDPLUS NAMESPACE", stopAt: ["APPEND"]) {
                 guard let a = try await Self.readAppend(s, c.line) else { return }
                 seen.withLockedValue { $0.append(a) }
-                try await s.send("\(c.tag) OK [APPENDUID 42 1:\(a.bodies.count)] done\r\n")
+                // UIDs go on across commands (a slow machine may split the batch).
+                try await s.send("\(c.tag) OK [APPENDUID 42 \(next):\(next + a.bodies.count - 1)] done\r\n")
+                next += a.bodies.count
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server)
+        let store = try await open(server, IMAPStoreOptions(multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<5 { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
         for (i, p) in pending.enumerated() { #expect(try await p.result().id?.rawValue == String(i + 1)) }
@@ -317,36 +359,196 @@ struct FakeMultiAppendTests {
         try await store.close()
     }
 
-    @Test func noOnTheBatchFailsEveryMessageOfItAndTheSessionGoesOn() async throws {
+    /// A server that refuses any APPEND (single or MULTIAPPEND) holding a
+    /// message with `marker` (all or none, as RFC 3502 says), stores the rest
+    /// with consecutive UIDs, and notes every command it read.
+    static func refusingServer(marker: String, seen: NIOLockedValueBox<[ReadAppend]>) async throws -> FakeIMAPServer {
+        try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var next = 1
+            while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
+                if a.bodies.contains(where: { String(decoding: $0, as: UTF8.self).contains(marker) }) {
+                    try await s.send("\(c.tag) NO Message refused: too large for this mailbox\r\n")
+                } else {
+                    try await s.send("\(c.tag) OK [APPENDUID 42 \(next):\(next + a.bodies.count - 1)] done\r\n")
+                    next += a.bodies.count
+                }
+            }
+        }
+    }
+
+    @Test func aRefusedBatchIsSentAgainMessageByMessageAndOnlyThePoisonMessageFails() async throws {
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
+        let server = try await Self.refusingServer(marker: "POISON", seen: seen)
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 10, multiAppendLinger: .milliseconds(200)))
+        let poison = 6
+        func body(_ i: Int) -> [UInt8] { i == poison ? Array("Subject: POISON\r\n\r\nbad\r\n".utf8) : Self.body(i) }
+        var pending: [PendingAppend] = []
+        for i in 0..<10 {
+            pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == 3 ? [.seen] : [], sourceID: "src\(i)"),
+                                                  body: .bytes(body(i))))
+        }
+        var ids: [String?] = []
+        var failed: [Int: MailError] = [:]
+        for (i, p) in pending.enumerated() {
+            do {
+                ids.append(try await p.result().id?.rawValue)
+            } catch let e as MailError {
+                failed[i] = e
+                ids.append(nil)
+            }
+        }
+        // The nine innocent messages are stored alone, in order, with their own UIDs.
+        #expect(ids == ["1", "2", "3", "4", "5", "6", nil, "7", "8", "9"])
+        #expect(failed.keys.sorted() == [poison])
+        let e = failed[poison]
+        #expect(e?.scope == .message)
+        #expect(e?.kind == .refused)
+        #expect(e?.folder == .inbox)
+        #expect(e?.messageID == "src\(poison)")
+        #expect(e?.message.contains("too large for this mailbox") == true, "\(String(describing: e))")
+        #expect(e?.message.contains("fails as a whole") == false, "\(String(describing: e))")
+
+        // Later messages for that folder go alone: no batch pays twice.
+        let after = try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(10)))
+        let afterNext = try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(11)))
+        #expect(try await after.result().id?.rawValue == "10")
+        #expect(try await afterNext.result().id?.rawValue == "11")
+
+        let reads = seen.withLockedValue { $0 }
+        #expect(reads.map(\.bodies.count) == [10] + Array(repeating: 1, count: 12))
+        // The singles carry each message's own bytes and flags again.
+        #expect(reads.dropFirst().prefix(10).map { $0.bodies[0] } == (0..<10).map { body($0) })
+        #expect(reads[4].headers.first?.contains("(\\Seen)") == true, "\(String(describing: reads[4].headers))")
+        #expect(store.appendCounts.commands == 13)
+        #expect(store.appendCounts.messages == 12)
+        try await store.close()
+    }
+
+    @Test func aBatchRefusedForNoOneMessageIsStoredWholeWhenSentAgainAlone() async throws {
+        // A NO that no single message causes (here, the first MULTIAPPEND of
+        // the session): every message is stored by its own APPEND.
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
         let server = try await FakeIMAPServer.start { s in
             try await s.send("* OK ready\r\n")
             var n = 0
             while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
                 guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
                 n += 1
                 if n == 1 {
                     try await s.send("\(c.tag) NO [SERVERBUG] could not save (\(a.bodies.count) messages)\r\n")
+                } else {
+                    try await s.send("\(c.tag) OK [APPENDUID 42 \(98 + n)] done\r\n")
+                }
+            }
+        }
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 4, multiAppendLinger: .milliseconds(200)))
+        var pending: [PendingAppend] = []
+        for i in 0..<6 {
+            if i == 4 {
+                // The refusal has been handled before more messages come.
+                for (j, p) in pending.enumerated() { #expect(try await p.result().id?.rawValue == String(100 + j), "message \(j)") }
+            }
+            pending.append(try await store.append(to: .inbox, AppendRequest(sourceID: "\(i)"), body: .bytes(Self.body(i))))
+        }
+        for (i, p) in pending.enumerated() {
+            #expect(try await p.result().id?.rawValue == String(100 + i), "message \(i)")
+        }
+        let reads = seen.withLockedValue { $0 }
+        #expect(reads.map(\.bodies.count) == [4, 1, 1, 1, 1, 1, 1])
+        #expect(reads.dropFirst().map { $0.bodies[0] } == (0..<6).map { Self.body($0) })
+        try await store.close()
+    }
+
+    @Test func aSynchronisingLiteralRefusedMidBatchSendsTheBatchAgainAlone() async throws {
+        // No LITERAL+: the server sees each literal's size first and answers
+        // NO instead of "+" for a message it will not take in a batch (here:
+        // 999 bytes, after the first message); alone it takes it.
+        let refusedSize = 999
+        let seen = NIOLockedValueBox<[Int]>([])
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var next = 1
+            commands: while let c = try await s.standardSession(caps: "IMAP4rev1 MULTIAPPEND UIDPLUS NAMESPACE", stopAt: ["APPEND"]) {
+                var line = c.line
+                var count = 0
+                while line.hasSuffix("}"), let open = line.lastIndex(of: "{") {
+                    guard let n = Int(line[line.index(after: open)...].filter(\.isNumber)) else { return }
+                    if n == refusedSize && count > 0 {
+                        try await s.send("\(c.tag) NO [TOOBIG] message too big\r\n")
+                        seen.withLockedValue { $0.append(-(count + 1)) }
+                        continue commands
+                    }
+                    try await s.send("+ go on\r\n")
+                    guard (try await s.readBytes(n)) != nil, let l = try await s.readLine() else { return }
+                    count += 1
+                    line = l
+                }
+                seen.withLockedValue { $0.append(count) }
+                try await s.send("\(c.tag) OK [APPENDUID 42 \(next):\(next + count - 1)] done\r\n")
+                next += count
+            }
+        }
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 8, multiAppendLinger: .milliseconds(200)))
+        let big = Array("Subject: big\r\n\r\n".utf8) + Array(repeating: UInt8(ascii: "x"), count: refusedSize - 16)
+        #expect(big.count == refusedSize)
+        var pending: [PendingAppend] = []
+        for i in 0..<5 {
+            pending.append(try await store.append(to: .inbox, AppendRequest(sourceID: "s\(i)"), body: .bytes(i == 2 ? big : Self.body(i))))
+        }
+        var ids: [String?] = []
+        for (i, p) in pending.enumerated() {
+            let r = try await p.result()
+            ids.append(r.id?.rawValue)
+            #expect(r.key == MessageKey.of(i == 2 ? big : Self.body(i)), "message \(i)'s key")
+        }
+        #expect(ids == ["1", "2", "3", "4", "5"])
+        // The batch (refused at its third literal), then each message alone.
+        #expect(seen.withLockedValue { $0 } == [-3, 1, 1, 1, 1, 1])
+        try await store.close()
+    }
+
+    @Test func badOnABatchFailsEveryMessageOfItAndNothingIsSentAgain() async throws {
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var n = 0
+            while let c = try await s.standardSession(caps: Self.caps, stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
+                n += 1
+                if n == 1 {
+                    try await s.send("\(c.tag) BAD syntax error in MULTIAPPEND\r\n")
                 } else {
                     try await s.send("\(c.tag) OK [APPENDUID 42 100:\(99 + a.bodies.count)] done\r\n")
                 }
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 4))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 4, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<6 {
+            if i == 4 { for p in pending { _ = try? await p.result() } }
             pending.append(try await store.append(to: .inbox, AppendRequest(sourceID: "\(i)"), body: .bytes(Self.body(i))))
         }
         for (i, p) in pending.enumerated() {
             if i < 4 {
                 let e = await mailError { _ = try await p.result() }
-                #expect(e?.scope == .message, "message \(i): \(String(describing: e))")
+                #expect(e?.kind == .protocolViolation, "message \(i): \(String(describing: e))")
                 #expect(e?.folder == .inbox)
                 #expect(e?.message.contains("fails as a whole") == true, "\(String(describing: e))")
             } else {
                 #expect(try await p.result().id?.rawValue == String(100 + i - 4))
             }
         }
+        // Not sent again alone, and the folder still batches.
+        #expect(seen.withLockedValue { $0.map(\.bodies.count) } == [4, 2])
         try await store.close()
     }
 
@@ -393,7 +595,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 3, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<3 { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
         for (i, p) in pending.enumerated() {
@@ -417,7 +619,7 @@ struct FakeMultiAppendTests {
             }
         }
         defer { Task { await server.stop() } }
-        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: batch))
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: batch, multiAppendLinger: .milliseconds(200)))
         var pending: [PendingAppend] = []
         for i in 0..<batch { pending.append(try await store.append(to: .inbox, AppendRequest(), body: .bytes(Self.body(i)))) }
         for p in pending {
