@@ -289,10 +289,10 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     }
 
     private static func insert(_ m: KnownMessage, _ db: Database) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT OR REPLACE INTO message (side, folder, id, uid_validity, key, size, origin, matched_by)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [m.side.rawValue, enc(m.folder), m.id.rawValue, i64(m.uidValidity), m.key.hex,
+            """).execute(arguments: [m.side.rawValue, enc(m.folder), m.id.rawValue, i64(m.uidValidity), m.key.hex,
                              m.size, m.origin.map(enc), m.matchedBy.rawValue])
     }
 
@@ -342,19 +342,28 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     }
 
     public func complete(_ seq: Int64, _ outcome: JournalOutcome, remember messages: [KnownMessage]) throws {
+        try complete([JournalCompletion(seq, outcome, remember: messages)])
+    }
+
+    public func complete(_ batch: [JournalCompletion]) throws {
+        guard !batch.isEmpty else { return }
         try wrap("confirming a journal entry") {
             try pool.write { db in
-                try db.execute(sql: """
+                let now = Date().timeIntervalSince1970
+                let update = try db.cachedStatement(sql: """
                     UPDATE journal SET status = ?, dest_id = COALESCE(?, dest_id),
                         dest_uid_validity = COALESCE(?, dest_uid_validity), key = COALESCE(?, key), updated_at = ?
                     WHERE seq = ?
-                    """, arguments: [outcome.status.rawValue, outcome.destinationID?.rawValue,
-                                     Self.i64(outcome.destinationUIDValidity), outcome.key?.hex,
-                                     Date().timeIntervalSince1970, seq])
-                guard db.changesCount == 1 else {
-                    throw MailError(.corrupt, scope: .local, "journal entry \(seq) does not exist in \(path)")
+                    """)
+                for c in batch {
+                    let outcome = c.outcome
+                    try update.execute(arguments: [outcome.status.rawValue, outcome.destinationID?.rawValue,
+                                                   Self.i64(outcome.destinationUIDValidity), outcome.key?.hex, now, c.seq])
+                    guard db.changesCount == 1 else {
+                        throw MailError(.corrupt, scope: .local, "journal entry \(c.seq) does not exist in \(path)")
+                    }
+                    for m in c.remember { try Self.insert(m, db) }
                 }
-                for m in messages { try Self.insert(m, db) }
             }
         }
     }

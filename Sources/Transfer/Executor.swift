@@ -318,54 +318,78 @@ struct Executor: Sendable {
         let destStore = s.destination
         let sourceStore = s.source
         let destinationRewrites = s.destination.capabilities.contains(.rewritesMessages)
+        let intents = IntentBatcher(copies, pair: pair, validity: validity, state: state,
+                                    batchSize: max(1, options.appendWindow))
+        defer {
+            // Intents written ahead for messages that never came (vanished,
+            // or the pair ended early) had no effect.
+            try? intents.abandonUnused()
+        }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // Confirmations, in order, as they arrive.
+            // Confirmations, in order, as they arrive; written to the state a
+            // window at a time (one transaction). A crash before a batch is
+            // written leaves its appends intended: the next run settles them
+            // by key, as for any append whose confirmation was lost.
             group.addTask {
-                for await f in stream {
-                    do {
-                        let result = try await f.pending.result()
-                        let key = f.tap.key
-                        if result.key != key, !destinationRewrites {
-                            window.release()
-                            try state.complete(f.seq, JournalOutcome(.abandoned))
-                            self.fail(pair, f.item.sourceID, "the destination received different bytes than were sent",
-                                      folderReport)
-                            continue
-                        }
-                        var remember = [KnownMessage(side: .source, folder: pair.source, id: f.item.sourceID,
-                                                     uidValidity: validity.uidValidity, key: key, size: f.tap.size)]
-                        if let id = result.id {
-                            remember.append(KnownMessage(side: .destination, folder: pair.destination, id: id,
-                                                         uidValidity: result.uidValidity, key: key, size: f.tap.size,
-                                                         origin: pair.source))
-                        }
-                        try state.complete(f.seq, JournalOutcome(.confirmed, destinationID: result.id,
-                                                                 destinationUIDValidity: result.uidValidity, key: key),
-                                           remember: remember)
-                        copiedThisRun.with { _ = $0.insert(f.item.sourceID) }
-                        folderReport.with {
-                            $0.copied += 1
-                            $0.bytes += f.tap.rawSize
-                        }
-                        self.report.with { rep in
-                            for k in result.droppedFlags {
-                                rep.droppedKeywords.append(.init(folder: pair.source.description,
-                                                                 sourceID: f.item.sourceID.rawValue, keyword: k.name))
+                var confirmed: [JournalCompletion] = []
+                let batchSize = max(1, self.options.appendWindow)
+                func flush() throws {
+                    guard !confirmed.isEmpty else { return }
+                    let batch = confirmed
+                    confirmed = []
+                    try state.complete(batch)
+                }
+                do {
+                    for await f in stream {
+                        do {
+                            let result = try await f.pending.result()
+                            let key = f.tap.key
+                            if result.key != key, !destinationRewrites {
+                                window.release()
+                                confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
+                                self.fail(pair, f.item.sourceID, "the destination received different bytes than were sent",
+                                          folderReport)
+                                continue
                             }
-                            if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
+                            var remember = [KnownMessage(side: .source, folder: pair.source, id: f.item.sourceID,
+                                                         uidValidity: validity.uidValidity, key: key, size: f.tap.size)]
+                            if let id = result.id {
+                                remember.append(KnownMessage(side: .destination, folder: pair.destination, id: id,
+                                                             uidValidity: result.uidValidity, key: key, size: f.tap.size,
+                                                             origin: pair.source))
+                            }
+                            confirmed.append(JournalCompletion(f.seq, JournalOutcome(.confirmed, destinationID: result.id,
+                                                                                     destinationUIDValidity: result.uidValidity,
+                                                                                     key: key),
+                                                               remember: remember))
+                            copiedThisRun.with { _ = $0.insert(f.item.sourceID) }
+                            folderReport.with {
+                                $0.copied += 1
+                                $0.bytes += f.tap.rawSize
+                            }
+                            self.report.with { rep in
+                                for k in result.droppedFlags {
+                                    rep.droppedKeywords.append(.init(folder: pair.source.description,
+                                                                     sourceID: f.item.sourceID.rawValue, keyword: k.name))
+                                }
+                                if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
+                            }
+                            self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
+                            window.release()
+                        } catch let e as MailError where e.scope == .message {
+                            window.release()
+                            confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
+                            self.fail(pair, f.item.sourceID, e.description, folderReport)
                         }
-                        self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
-                        window.release()
-                    } catch let e as MailError where e.scope == .message {
-                        window.release()
-                        try state.complete(f.seq, JournalOutcome(.abandoned))
-                        self.fail(pair, f.item.sourceID, e.description, folderReport)
-                    } catch {
-                        window.fail(error)
-                        // Drain so the producer is not left waiting.
-                        throw error
+                        if confirmed.count >= batchSize { try flush() }
                     }
+                    try flush()
+                } catch {
+                    // What was confirmed is recorded before the error ends the pair.
+                    try? flush()
+                    window.fail(error)
+                    throw error
                 }
             }
             // Bodies, streamed from the source into the destination.
@@ -376,9 +400,7 @@ struct Executor: Sendable {
                         try Task.checkCancellation()
                         guard let item = byID[info.id] else { return }
                         try await window.acquire()
-                        let seq = try state.intend(.append(from: pair.source, id: item.sourceID,
-                                                           uidValidity: validity.uidValidity,
-                                                           to: pair.destination, key: item.key))
+                        let seq = try intents.seq(for: item)
                         var request = AppendRequest(flags: item.flags, internalDate: item.internalDate ?? info.internalDate,
                                                     key: item.key)
                         var source = body
@@ -431,6 +453,64 @@ struct Executor: Sendable {
         report.with {
             $0.failures.append(.init(folder: pair.source.description, sourceID: id?.rawValue, reason: reason))
         }
+    }
+}
+
+/// Writes append intents a window ahead, one transaction per window, so
+/// that each is in the journal before its append starts (the rule) without a
+/// transaction per message. Intents never used are closed as abandoned.
+final class IntentBatcher: @unchecked Sendable {
+    private let lock = NSLock()
+    private let copies: [CopyItem]
+    private let pair: FolderPair
+    private let validity: FolderValidity
+    private let state: any StateStore
+    private let batchSize: Int
+    private var next = 0
+    private var taken = Set<MessageID>()
+    private var ahead: [MessageID: Int64] = [:]
+
+    init(_ copies: [CopyItem], pair: FolderPair, validity: FolderValidity, state: any StateStore, batchSize: Int) {
+        self.copies = copies
+        self.pair = pair
+        self.validity = validity
+        self.state = state
+        self.batchSize = batchSize
+    }
+
+    private func entry(_ item: CopyItem) -> JournalEntry {
+        .append(from: pair.source, id: item.sourceID, uidValidity: validity.uidValidity, to: pair.destination, key: item.key)
+    }
+
+    /// The journal sequence number of `item`'s append intent, written now
+    /// (with the next few) unless it was written ahead.
+    func seq(for item: CopyItem) throws -> Int64 {
+        try lock.withLock {
+            if let s = ahead.removeValue(forKey: item.sourceID) { return s }
+            var batch = [item]
+            taken.insert(item.sourceID)
+            while batch.count < batchSize, next < copies.count {
+                let c = copies[next]
+                next += 1
+                if taken.insert(c.sourceID).inserted { batch.append(c) }
+            }
+            let seqs = try state.intend(batch.map(entry))
+            guard seqs.count == batch.count, let first = seqs.first else {
+                throw MailError(.corrupt, scope: .local, "state store returned no journal sequence number")
+            }
+            for (c, s) in zip(batch.dropFirst(), seqs.dropFirst()) { ahead[c.sourceID] = s }
+            return first
+        }
+    }
+
+    func abandonUnused() throws {
+        let open = lock.withLock { () -> [Int64] in
+            let o = ahead.values.sorted()
+            ahead = [:]
+            return o
+        }
+        guard !open.isEmpty else { return }
+        try state.complete(open.map { JournalCompletion($0, JournalOutcome(.abandoned)) })
     }
 }
 
