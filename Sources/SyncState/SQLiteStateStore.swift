@@ -187,9 +187,25 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     // MARK: Encoding
 
     private static func enc(_ f: FolderPath) -> String {
+        if let e = encoded.withLock({ $0[f] }) { return e }
         // JSON array of components: exact round trip for any name.
         let data = (try? JSONEncoder().encode(f.components)) ?? Data("[]".utf8)
-        return String(decoding: data, as: UTF8.self)
+        let e = String(decoding: data, as: UTF8.self)
+        encoded.withLock { if $0.count < 4096 { $0[f] = e } }
+        return e
+    }
+
+    /// Folder names as stored, by folder (encoded for every row written).
+    private static let encoded = LockedDictionary()
+
+    final class LockedDictionary: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: [FolderPath: String] = [:]
+        func withLock<T>(_ body: (inout [FolderPath: String]) -> T) -> T {
+            lock.lock()
+            defer { lock.unlock() }
+            return body(&value)
+        }
     }
 
     private func dec(_ s: String?) throws -> FolderPath? {
@@ -276,14 +292,26 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
                 try Row.fetchAll(db, sql: "SELECT * FROM message WHERE side = ? AND folder = ?",
                                  arguments: [side.rawValue, Self.enc(folder)])
             }
+            // Origins repeat (a folder's messages mostly come from one
+            // folder): decode each distinct one once.
+            var origins: [String: FolderPath] = [:]
             return try rows.map { row in
                 guard let key = try decKey(row["key"]),
                       let matched = MatchKind(rawValue: row["matched_by"] ?? "") else {
                     throw MailError(.corrupt, scope: .local, "state file \(path) holds a bad message row")
                 }
+                var origin: FolderPath?
+                if let o: String = row["origin"] {
+                    if let f = origins[o] {
+                        origin = f
+                    } else {
+                        origin = try dec(o)
+                        origins[o] = origin
+                    }
+                }
                 return KnownMessage(side: side, folder: folder, id: MessageID(row["id"] ?? ""),
                                     uidValidity: Self.u64(row["uid_validity"]), key: key, size: row["size"],
-                                    origin: try dec(row["origin"]), matchedBy: matched)
+                                    origin: origin, matchedBy: matched)
             }.sorted { $0.id < $1.id }
         }
     }

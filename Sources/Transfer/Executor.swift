@@ -36,16 +36,27 @@ struct Executor: Sendable {
 
     // MARK: Knowledge
 
+    /// What the state holds for one side of a pair, read once per resolve.
+    struct Stored {
+        var mark: FolderMark?
+        var known: [KnownMessage]
+
+        init(_ state: any StateStore, _ side: Side, _ folder: FolderPath) throws {
+            mark = try state.mark(side, folder)
+            known = try state.known(side, in: folder)
+        }
+    }
+
     /// Ids of a listing whose keys the state vouches for (same UIDVALIDITY, still listed).
-    func knowledge(_ side: Side, _ folder: FolderPath, _ listing: FolderListing, persistent: Bool)
-        throws -> (keys: [MessageID: MessageKey], origins: [MessageID: FolderPath]) {
-        guard persistent, let mark = try state.mark(side, folder),
+    func knowledge(_ stored: Stored, _ listing: FolderListing, persistent: Bool)
+        -> (keys: [MessageID: MessageKey], origins: [MessageID: FolderPath]) {
+        guard persistent, let mark = stored.mark,
               mark.validity.uidValidity == listing.validity.uidValidity else { return ([:], [:]) }
         let present = Set(listing.messages.map(\.id))
         var keys: [MessageID: MessageKey] = [:]
         var origins: [MessageID: FolderPath] = [:]
-        for k in try state.known(side, in: folder)
-        where present.contains(k.id) && k.uidValidity == listing.validity.uidValidity {
+        for k in stored.known
+        where k.uidValidity == listing.validity.uidValidity && present.contains(k.id) {
             keys[k.id] = k.key
             if let o = k.origin { origins[k.id] = o }
         }
@@ -53,15 +64,21 @@ struct Executor: Sendable {
     }
 
     /// Saves the folder's mark (voiding ids when UIDVALIDITY changed) and forgets ids no longer listed.
-    func commitMark(_ side: Side, _ folder: FolderPath, _ listing: FolderListing) throws {
-        let voided = try state.saveMark(FolderMark(side: side, folder: folder, validity: listing.validity,
-                                                   lastID: listing.messages.map(\.id).max()))
+    /// Nothing is written when the mark is the one saved and no id went away.
+    func commitMark(_ side: Side, _ folder: FolderPath, _ listing: FolderListing, _ stored: Stored) throws {
+        let mark = FolderMark(side: side, folder: folder, validity: listing.validity,
+                              lastID: listing.messages.map(\.id).max())
+        var voided = false
+        if mark != stored.mark {
+            voided = try state.saveMark(mark)
+        }
         if voided {
             logger.notice("UIDVALIDITY of \(side.rawValue) folder \(folder) changed: its ids are void, keys decide")
+            return
         }
-        guard !listing.isIncremental else { return }
+        guard !listing.isIncremental, !stored.known.isEmpty else { return }
         let present = Set(listing.messages.map(\.id))
-        let stale = try state.known(side, in: folder).map(\.id).filter { !present.contains($0) }
+        let stale = stored.known.map(\.id).filter { !present.contains($0) }
         try state.forget(side, in: folder, ids: stale)
     }
 
@@ -70,33 +87,35 @@ struct Executor: Sendable {
     func resolve(_ pair: FolderPair, _ s: Sessions, planOptions: PlanOptions, destinationMayBeMissing: Bool) async throws -> Resolved {
         let srcPersistent = s.source.capabilities.contains(.persistentIDs)
         let dstPersistent = s.destination.capabilities.contains(.persistentIDs)
-        let firstSource = try state.mark(.source, pair.source) == nil
+        let srcStored = try Stored(state, .source, pair.source)
+        let dstStored = try Stored(state, .destination, pair.destination)
+        let firstSource = srcStored.mark == nil
         var sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: firstSource))
         var dl = FolderListing(folder: pair.destination, messages: [])
         var destinationExists = true
         do {
-            let firstDest = try state.mark(.destination, pair.destination) == nil
+            let firstDest = dstStored.mark == nil
             dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(includeHeaders: firstDest && !sl.messages.isEmpty))
         } catch let e as MailError where e.kind == .notFound && destinationMayBeMissing {
             destinationExists = false
         }
-        var sk = try knowledge(.source, pair.source, sl, persistent: srcPersistent)
-        var dk = try knowledge(.destination, pair.destination, dl, persistent: dstPersistent)
+        var sk = knowledge(srcStored, sl, persistent: srcPersistent)
+        var dk = knowledge(dstStored, dl, persistent: dstPersistent)
         let sUnknown = sl.messages.filter { sk.keys[$0.id] == nil && $0.key == nil }.count
         let dUnknown = dl.messages.filter { dk.keys[$0.id] == nil && $0.key == nil }.count
         let needHeaders = (sUnknown > 0 && (!dl.messages.isEmpty || sUnknown >= 2)) || (dUnknown > 0 && !sl.messages.isEmpty)
         if needHeaders {
             if sl.messages.contains(where: { $0.headers == nil }) {
                 sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: true))
-                sk = try knowledge(.source, pair.source, sl, persistent: srcPersistent)
+                sk = knowledge(srcStored, sl, persistent: srcPersistent)
             }
             if destinationExists, dl.messages.contains(where: { $0.headers == nil }) {
                 dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(includeHeaders: true))
-                dk = try knowledge(.destination, pair.destination, dl, persistent: dstPersistent)
+                dk = knowledge(dstStored, dl, persistent: dstPersistent)
             }
         }
-        try commitMark(.source, pair.source, sl)
-        if destinationExists { try commitMark(.destination, pair.destination, dl) }
+        try commitMark(.source, pair.source, sl, srcStored)
+        if destinationExists { try commitMark(.destination, pair.destination, dl, dstStored) }
 
         var input = PairInput(pair: pair, source: sl, destination: dl, sourceKeys: sk.keys, destinationKeys: dk.keys,
                               destinationOrigins: dk.origins,
@@ -155,8 +174,12 @@ struct Executor: Sendable {
 
     /// Copies one folder pair. Message failures are reported and the pair goes
     /// on; errors that end the pair are thrown (the caller retries).
+    /// Returns the resolution when the pair needed no change at all (nothing
+    /// created, copied, flagged or deleted): verification can use it instead
+    /// of listing both folders again.
+    @discardableResult
     func copyPair(_ pair: FolderPair, _ s: Sessions, folderReport: Locked<FolderReport>,
-                  copiedThisRun: Locked<Set<MessageID>>) async throws {
+                  copiedThisRun: Locked<Set<MessageID>>) async throws -> Resolved? {
         let planOptions = PlanOptions(propagateFlags: options.propagateFlags, propagateDeletions: options.propagateDeletions,
                                       destinationFlags: s.destination.capabilities.contains(.setFlags))
         if pair.create, !options.dryRun {
@@ -210,16 +233,19 @@ struct Executor: Sendable {
                 $0.flagsSet = flagChanges.count
                 $0.deleted = destDeletes.count
             }
-            return
+            return nil
         }
 
         // Remember what is already there, in one transaction.
         var remember: [KnownMessage] = []
         for l in links {
             guard let k = l.key else { continue }
-            remember.append(KnownMessage(side: .source, folder: pair.source, id: l.sourceID,
-                                         uidValidity: r.input.source.validity.uidValidity, key: k))
-            if l.matchedBy == .key {
+            // Rows the state already holds (it vouched for these keys) are not written again.
+            if r.input.sourceKeys[l.sourceID] != k {
+                remember.append(KnownMessage(side: .source, folder: pair.source, id: l.sourceID,
+                                             uidValidity: r.input.source.validity.uidValidity, key: k))
+            }
+            if l.matchedBy == .key, r.input.destinationKeys[l.destinationID] != k {
                 remember.append(KnownMessage(side: .destination, folder: pair.destination, id: l.destinationID,
                                              uidValidity: r.input.destination.validity.uidValidity, key: k,
                                              origin: r.input.destinationOrigins[l.destinationID], matchedBy: .key))
@@ -261,6 +287,8 @@ struct Executor: Sendable {
             try state.forget(.destination, in: pair.destination, ids: destDeletes)
             folderReport.with { $0.deleted += destDeletes.count }
         }
+        let unchanged = !pair.create && copies.isEmpty && flagChanges.isEmpty && destDeletes.isEmpty
+        return unchanged ? r : nil
     }
 
     /// Closes the append intents a crashed run left open for this pair: an

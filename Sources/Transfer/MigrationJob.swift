@@ -229,12 +229,19 @@ public struct MigrationJob: Sendable {
         let fr = Locked(FolderReport(source: pair.source.description, destination: pair.destination.description))
         let copied = Locked(Set<MessageID>())
         do {
-            try await withRetry(pair.source.description, sessions: &sessions) { s in
+            let unchanged = try await withRetry(pair.source.description, sessions: &sessions) { s in
                 try await executor.copyPair(pair, s, folderReport: fr, copiedThisRun: copied)
             }
             if !options.dryRun, options.verify || options.deleteSource {
-                let v = try await withRetry(pair.source.description, sessions: &sessions) { s in
-                    try await Verifier(executor: executor).verify(pair, s)
+                let v: PairVerification
+                if let unchanged, !options.deleteSource {
+                    // Nothing changed: the copy pass's listings, moments old, are the check.
+                    // (Deleting from the source always waits for a listing of its own.)
+                    v = Verifier(executor: executor).verify(pair, resolved: unchanged)
+                } else {
+                    v = try await withRetry(pair.source.description, sessions: &sessions) { s in
+                        try await Verifier(executor: executor).verify(pair, s)
+                    }
                 }
                 fr.with {
                     $0.verified = v.verified.count
