@@ -33,6 +33,9 @@ struct Executor: Sendable {
     let effects: EffectCounter
     let report: Locked<Report>
     let progress: ProgressTracker
+    /// Source folders' message counts as the folder listing gave them (IMAP
+    /// LIST-STATUS), for `unchangedSinceLastRun`.
+    var sourceCounts = Locked([FolderPath: Int]())
 
     // MARK: Knowledge
 
@@ -89,6 +92,9 @@ struct Executor: Sendable {
         let dstPersistent = s.destination.capabilities.contains(.persistentIDs)
         let srcStored = try Stored(state, .source, pair.source)
         let dstStored = try Stored(state, .destination, pair.destination)
+        if let r = try await unchangedSinceLastRun(pair, s, srcStored, dstStored, planOptions: planOptions) {
+            return r
+        }
         let firstSource = srcStored.mark == nil
         var sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: firstSource))
         var dl = FolderListing(folder: pair.destination, messages: [])
@@ -153,6 +159,68 @@ struct Executor: Sendable {
         }
         throw MailError(.protocolViolation, scope: .folder, "could not learn the keys of messages in \(pair.source)",
                         folder: pair.source)
+    }
+
+    /// The pair as the state left it, when neither folder changed since: both
+    /// stores track changes (CONDSTORE/QRESYNC), each folder's UIDVALIDITY,
+    /// UIDNEXT and HIGHESTMODSEQ are the ones saved, the state knows a key for
+    /// every source message (as many as the folder holds, by LIST-STATUS) and finds each of
+    /// those keys in the destination, and no append to this pair is left open.
+    /// Two SELECTs then replace two full listings; anything else (or a
+    /// server that cannot say) gives nil and the full way.
+    func unchangedSinceLastRun(_ pair: FolderPair, _ s: Sessions, _ src: Stored, _ dst: Stored,
+                               planOptions: PlanOptions) async throws -> Resolved? {
+        func tracked(_ m: FolderMark?) -> FolderValidity? {
+            guard let v = m?.validity, v.uidValidity != nil, v.uidNext != nil, v.highestModSeq != nil else { return nil }
+            return v
+        }
+        let both: StoreCapabilities = [.changeTracking, .persistentIDs]
+        // Flags are not in the state: a job that propagates them lists.
+        guard !planOptions.propagateFlags,
+              s.source.capabilities.isSuperset(of: both), s.destination.capabilities.isSuperset(of: both),
+              let sv = tracked(src.mark), let dv = tracked(dst.mark), !src.known.isEmpty else { return nil }
+        let srcKnown = src.known.filter { $0.uidValidity == sv.uidValidity }
+        let dstKnown = dst.known.filter { $0.uidValidity == dv.uidValidity }
+        var dstByKey: [MessageKey: MessageID] = [:]
+        for k in dstKnown where dstByKey[k.key] == nil { dstByKey[k.key] = k.id }
+        // As many known as the folder holds (its count, from the folder listing
+        // of this run, holds while UIDNEXT and HIGHESTMODSEQ are the saved ones):
+        // a message that failed to copy last time has no row, so it is not skipped.
+        guard srcKnown.count == src.known.count, sourceCounts.get[pair.source] == srcKnown.count,
+              srcKnown.allSatisfy({ dstByKey[$0.key] != nil }) else { return nil }
+        guard try !state.openEntries().contains(where: {
+            $0.kind == .append && $0.sourceFolder == pair.source && $0.destinationFolder == pair.destination
+        }) else { return nil }
+        func unchanged(_ l: FolderListing, _ v: FolderValidity) -> Bool {
+            l.isIncremental && l.messages.isEmpty && l.vanished.isEmpty && l.validity == v
+        }
+        let sl = try await s.source.listMessages(in: pair.source, options: ListOptions(changedSince: sv))
+        guard unchanged(sl, sv) else { return nil }
+        let dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(changedSince: dv))
+        guard unchanged(dl, dv) else { return nil }
+        // The listings the full way would give, as far as planning needs them.
+        let source = FolderListing(folder: pair.source, validity: sv,
+                                   messages: srcKnown.map { MessageInfo(id: $0.id, size: $0.size) })
+        let destination = FolderListing(folder: pair.destination, validity: dv,
+                                        messages: dstKnown.map { MessageInfo(id: $0.id, size: $0.size) })
+        var dOrigins: [MessageID: FolderPath] = [:]
+        for k in dstKnown { if let o = k.origin { dOrigins[k.id] = o } }
+        let input = PairInput(pair: pair, source: source, destination: destination,
+                              sourceKeys: Dictionary(srcKnown.map { ($0.id, $0.key) }, uniquingKeysWith: { a, _ in a }),
+                              destinationKeys: Dictionary(dstKnown.map { ($0.id, $0.key) }, uniquingKeysWith: { a, _ in a }),
+                              destinationOrigins: dOrigins,
+                              destinationRewrites: s.destination.capabilities.contains(.rewritesMessages),
+                              options: planOptions)
+        let actions = Planner.planMessages(input)
+        // Only links (and duplicates) may come out of an unchanged pair; anything else goes the full way.
+        guard actions.allSatisfy({ a in
+            switch a {
+            case .link, .duplicate: return true
+            default: return false
+            }
+        }) else { return nil }
+        logger.debug("\(pair.source) -> \(pair.destination): unchanged since the last run (UIDNEXT, HIGHESTMODSEQ)")
+        return Resolved(input: input, actions: actions, sourceExists: true, destinationExists: true)
     }
 
     /// Reads messages only to learn their keys.

@@ -54,7 +54,9 @@ public struct MigrationJob: Sendable {
                                 effects: EffectCounter(limit: options.stopAfterEffect), report: report,
                                 progress: ProgressTracker(progress))
         do {
-            let plan = try await withRetry("folder list", sessions: &control) { s in try await planFolders(s) }
+            let plan = try await withRetry("folder list", sessions: &control) { s in
+                try await planFolders(s, counts: executor.sourceCounts)
+            }
             report.with { rep in
                 for s in plan.skipped {
                     logger.info("skipping \(s.folder): \(s.reason)")
@@ -89,7 +91,9 @@ public struct MigrationJob: Sendable {
                                destination: StoreLocation.redact(destinationName ?? control.destination.location.description),
                                started: started, finished: started, folders: [], headerMatches: [])
         do {
-            let plan = try await withRetry("folder list", sessions: &control) { s in try await planFolders(s) }
+            let plan = try await withRetry("folder list", sessions: &control) { s in
+                try await planFolders(s, counts: executor.sourceCounts)
+            }
             for pair in plan.pairs {
                 let v = try await withRetry(pair.source.description, sessions: &control) { s in
                     try await Verifier(executor: executor).verify(pair, s)
@@ -142,8 +146,14 @@ public struct MigrationJob: Sendable {
         }
     }
 
-    func planFolders(_ s: Sessions) async throws -> FolderPlan {
+    /// `counts`, when given, gets the source folders' message counts (IMAP
+    /// LIST-STATUS) for the executor's unchanged-folder check.
+    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil) async throws -> FolderPlan {
         let sf = try await s.source.folders()
+        counts?.with { c in
+            c = [:]
+            for f in sf { if let n = f.messageCount { c[f.path] = n } }
+        }
         let df = try await s.destination.folders()
         return try Planner.planFolders(source: sf, destination: df, selection: options.selection,
                                        sourceHasFolders: s.source.capabilities.contains(.folders))
