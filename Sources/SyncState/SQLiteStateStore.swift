@@ -289,13 +289,14 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     public func known(_ side: Side, in folder: FolderPath) throws -> [KnownMessage] {
         try wrap("reading known messages") {
             let rows = try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM message WHERE side = ? AND folder = ?",
+                // The primary key (side, folder, id) hands the rows over in id order.
+                try Row.fetchAll(db, sql: "SELECT * FROM message WHERE side = ? AND folder = ? ORDER BY id",
                                  arguments: [side.rawValue, Self.enc(folder)])
             }
             // Origins repeat (a folder's messages mostly come from one
             // folder): decode each distinct one once.
             var origins: [String: FolderPath] = [:]
-            return try rows.map { row in
+            let out = try rows.map { row in
                 guard let key = try decKey(row["key"]),
                       let matched = MatchKind(rawValue: row["matched_by"] ?? "") else {
                     throw MailError(.corrupt, scope: .local, "state file \(path) holds a bad message row")
@@ -312,7 +313,16 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
                 return KnownMessage(side: side, folder: folder, id: MessageID(row["id"] ?? ""),
                                     uidValidity: Self.u64(row["uid_validity"]), key: key, size: row["size"],
                                     origin: origin, matchedBy: matched)
-            }.sorted { $0.id < $1.id }
+            }
+            // SQLite orders bytes, Swift strings by scalars: the same for the
+            // ASCII ids stores use; sort only when they disagree.
+            if zip(out, out.dropFirst()).allSatisfy({ $0.id <= $1.id }) { return out }
+            // MessageID's order (numbers as numbers), each id parsed once.
+            let keyed = out.map { (UInt64($0.id.rawValue), $0) }
+            return keyed.sorted { l, r in
+                if let a = l.0, let b = r.0 { return a < b }
+                return l.1.id < r.1.id
+            }.map(\.1)
         }
     }
 

@@ -130,9 +130,18 @@ public struct MigrationJob: Sendable {
         var attempt = 1
         while true {
             do {
-                let src = try await source()
+                // Both logins at once: a run opens a pair per worker.
+                let destination = self.destination
+                async let dst = destination()
+                let src: any MailStore
                 do {
-                    return Sessions(source: src, destination: try await destination())
+                    src = try await source()
+                } catch {
+                    if let d = try? await dst { try? await d.close() }
+                    throw error
+                }
+                do {
+                    return Sessions(source: src, destination: try await dst)
                 } catch {
                     try? await src.close()
                     throw error
