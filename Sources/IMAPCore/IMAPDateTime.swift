@@ -39,10 +39,41 @@ public enum IMAPDateTime {
     }
 
     static func parse(_ c: inout Cursor) throws -> InternalDate {
-        let raw = String(decoding: try c.quoted(), as: UTF8.self)
+        let bytes = try c.quoted()
+        if let d = parseCanonical(bytes) { return d }
+        let raw = String(decoding: bytes, as: UTF8.self)
         guard let d = parse(raw) else { throw c.fail("bad date-time \"\(raw)\"") }
         return d
     }
+
+    /// The form servers send (`dd-Mon-yyyy hh:mm:ss +zzzz`, the day maybe
+    /// space-padded), read from the bytes without making strings: listing a
+    /// folder parses one per message. nil sends the text to `parse(_:)`.
+    static func parseCanonical<Bytes: Collection>(_ bytes: Bytes) -> InternalDate? where Bytes.Element == UInt8 {
+        var b = Array(bytes)
+        while b.first == 0x20 { b.removeFirst() }
+        if b.count == 25 { b.insert(0x30, at: 0) }  // one-digit day
+        guard b.count == 26 else { return nil }
+        func digit(_ i: Int) -> Int? {
+            let v = Int(b[i]) - 0x30
+            return (0...9).contains(v) ? v : nil
+        }
+        func two(_ i: Int) -> Int? {
+            guard let a = digit(i), let c = digit(i + 1) else { return nil }
+            return a * 10 + c
+        }
+        guard b[2] == 0x2D, b[6] == 0x2D, b[11] == 0x20, b[14] == 0x3A, b[17] == 0x3A, b[20] == 0x20,
+              b[21] == 0x2B || b[21] == 0x2D,
+              let day = two(0), let y1 = two(7), let y2 = two(9), let h = two(12), let m = two(15), let sec = two(18),
+              let zh = two(22), let zm = two(24) else { return nil }
+        let mon = [b[3] | 0x20, b[4] | 0x20, b[5] | 0x20]
+        guard let mi = monthBytes.firstIndex(of: mon) else { return nil }
+        let minutes = (b[21] == 0x2D ? -1 : 1) * (zh * 60 + zm)
+        return InternalDate.from(year: y1 * 100 + y2, month: mi + 1, day: day, hour: h, minute: m, second: sec,
+                                 zoneMinutes: minutes)
+    }
+
+    private static let monthBytes: [[UInt8]] = months.map { Array($0.lowercased().utf8) }
 }
 
 extension String {

@@ -208,6 +208,24 @@ enum Posix {
         }
     }
 
+    /// Starts writing a file's dirty pages to disk without waiting (Linux
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a later `fsync`
+    /// finds them written. A hint only: `fsync` still decides durability.
+    static func startWriteback(_ fd: Int32) {
+        #if os(Linux)
+        _ = syncFileRange?(fd, 0, 0, 2 /* SYNC_FILE_RANGE_WRITE */)
+        #endif
+    }
+
+    #if os(Linux)
+    /// glibc's `sync_file_range`, which the Glibc module does not export.
+    private typealias SyncFileRange = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
+    private static let syncFileRange: SyncFileRange? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
+        return unsafeBitCast(sym, to: SyncFileRange.self)
+    }()
+    #endif
+
     static func fsyncDirectory(_ path: String) throws {
         let fd = path.withCString { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         guard fd >= 0 else { throw error("open directory", path, errno) }

@@ -20,7 +20,7 @@ public struct POP3ClientOptions: Sendable, Hashable {
     /// Parsed events buffered before socket reads pause (backpressure).
     public var highWatermark: Int
 
-    public init(pipelining: Bool = true, pipelineWindow: Int = 16, loginMethod: String? = nil,
+    public init(pipelining: Bool = true, pipelineWindow: Int = 64, loginMethod: String? = nil,
                 oauth2InitialResponse: Bool = false, limits: POP3ParserLimits = POP3ParserLimits(),
                 highWatermark: Int = 16) {
         self.pipelining = pipelining

@@ -187,9 +187,25 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     // MARK: Encoding
 
     private static func enc(_ f: FolderPath) -> String {
+        if let e = encoded.withLock({ $0[f] }) { return e }
         // JSON array of components: exact round trip for any name.
         let data = (try? JSONEncoder().encode(f.components)) ?? Data("[]".utf8)
-        return String(decoding: data, as: UTF8.self)
+        let e = String(decoding: data, as: UTF8.self)
+        encoded.withLock { if $0.count < 4096 { $0[f] = e } }
+        return e
+    }
+
+    /// Folder names as stored, by folder (encoded for every row written).
+    private static let encoded = LockedDictionary()
+
+    final class LockedDictionary: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: [FolderPath: String] = [:]
+        func withLock<T>(_ body: (inout [FolderPath: String]) -> T) -> T {
+            lock.lock()
+            defer { lock.unlock() }
+            return body(&value)
+        }
     }
 
     private func dec(_ s: String?) throws -> FolderPath? {
@@ -273,26 +289,48 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     public func known(_ side: Side, in folder: FolderPath) throws -> [KnownMessage] {
         try wrap("reading known messages") {
             let rows = try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM message WHERE side = ? AND folder = ?",
+                // The primary key (side, folder, id) hands the rows over in id order.
+                try Row.fetchAll(db, sql: "SELECT * FROM message WHERE side = ? AND folder = ? ORDER BY id",
                                  arguments: [side.rawValue, Self.enc(folder)])
             }
-            return try rows.map { row in
+            // Origins repeat (a folder's messages mostly come from one
+            // folder): decode each distinct one once.
+            var origins: [String: FolderPath] = [:]
+            let out = try rows.map { row in
                 guard let key = try decKey(row["key"]),
                       let matched = MatchKind(rawValue: row["matched_by"] ?? "") else {
                     throw MailError(.corrupt, scope: .local, "state file \(path) holds a bad message row")
                 }
+                var origin: FolderPath?
+                if let o: String = row["origin"] {
+                    if let f = origins[o] {
+                        origin = f
+                    } else {
+                        origin = try dec(o)
+                        origins[o] = origin
+                    }
+                }
                 return KnownMessage(side: side, folder: folder, id: MessageID(row["id"] ?? ""),
                                     uidValidity: Self.u64(row["uid_validity"]), key: key, size: row["size"],
-                                    origin: try dec(row["origin"]), matchedBy: matched)
-            }.sorted { $0.id < $1.id }
+                                    origin: origin, matchedBy: matched)
+            }
+            // SQLite orders bytes, Swift strings by scalars: the same for the
+            // ASCII ids stores use; sort only when they disagree.
+            if zip(out, out.dropFirst()).allSatisfy({ $0.id <= $1.id }) { return out }
+            // MessageID's order (numbers as numbers), each id parsed once.
+            let keyed = out.map { (UInt64($0.id.rawValue), $0) }
+            return keyed.sorted { l, r in
+                if let a = l.0, let b = r.0 { return a < b }
+                return l.1.id < r.1.id
+            }.map(\.1)
         }
     }
 
     private static func insert(_ m: KnownMessage, _ db: Database) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT OR REPLACE INTO message (side, folder, id, uid_validity, key, size, origin, matched_by)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [m.side.rawValue, enc(m.folder), m.id.rawValue, i64(m.uidValidity), m.key.hex,
+            """).execute(arguments: [m.side.rawValue, enc(m.folder), m.id.rawValue, i64(m.uidValidity), m.key.hex,
                              m.size, m.origin.map(enc), m.matchedBy.rawValue])
     }
 
@@ -342,19 +380,28 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
     }
 
     public func complete(_ seq: Int64, _ outcome: JournalOutcome, remember messages: [KnownMessage]) throws {
+        try complete([JournalCompletion(seq, outcome, remember: messages)])
+    }
+
+    public func complete(_ batch: [JournalCompletion]) throws {
+        guard !batch.isEmpty else { return }
         try wrap("confirming a journal entry") {
             try pool.write { db in
-                try db.execute(sql: """
+                let now = Date().timeIntervalSince1970
+                let update = try db.cachedStatement(sql: """
                     UPDATE journal SET status = ?, dest_id = COALESCE(?, dest_id),
                         dest_uid_validity = COALESCE(?, dest_uid_validity), key = COALESCE(?, key), updated_at = ?
                     WHERE seq = ?
-                    """, arguments: [outcome.status.rawValue, outcome.destinationID?.rawValue,
-                                     Self.i64(outcome.destinationUIDValidity), outcome.key?.hex,
-                                     Date().timeIntervalSince1970, seq])
-                guard db.changesCount == 1 else {
-                    throw MailError(.corrupt, scope: .local, "journal entry \(seq) does not exist in \(path)")
+                    """)
+                for c in batch {
+                    let outcome = c.outcome
+                    try update.execute(arguments: [outcome.status.rawValue, outcome.destinationID?.rawValue,
+                                                   Self.i64(outcome.destinationUIDValidity), outcome.key?.hex, now, c.seq])
+                    guard db.changesCount == 1 else {
+                        throw MailError(.corrupt, scope: .local, "journal entry \(c.seq) does not exist in \(path)")
+                    }
+                    for m in c.remember { try Self.insert(m, db) }
                 }
-                for m in messages { try Self.insert(m, db) }
             }
         }
     }

@@ -176,6 +176,10 @@ public protocol StateStore: AnyObject, Sendable {
     /// Closes an intended effect and records what it taught, in one transaction.
     func complete(_ seq: Int64, _ outcome: JournalOutcome, remember: [KnownMessage]) throws
 
+    /// Closes several intended effects, in order, in one transaction (the
+    /// transfer engine batches the confirmations of a window of appends).
+    func complete(_ batch: [JournalCompletion]) throws
+
     /// Effects written as intended and never confirmed: what a crash left open.
     func openEntries() throws -> [JournalEntry]
 
@@ -183,7 +187,25 @@ public protocol StateStore: AnyObject, Sendable {
     func journal() throws -> [JournalEntry]
 }
 
+/// One `complete` of a batch.
+public struct JournalCompletion: Sendable, Hashable {
+    public var seq: Int64
+    public var outcome: JournalOutcome
+    public var remember: [KnownMessage]
+
+    public init(_ seq: Int64, _ outcome: JournalOutcome, remember: [KnownMessage] = []) {
+        self.seq = seq
+        self.outcome = outcome
+        self.remember = remember
+    }
+}
+
 extension StateStore {
+    /// One transaction per entry; stores that can do better override it.
+    public func complete(_ batch: [JournalCompletion]) throws {
+        for c in batch { try complete(c.seq, c.outcome, remember: c.remember) }
+    }
+
     public func complete(_ seq: Int64, _ outcome: JournalOutcome) throws {
         try complete(seq, outcome, remember: [])
     }

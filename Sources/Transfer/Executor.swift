@@ -41,19 +41,33 @@ struct Executor: Sendable {
     let effects: EffectCounter
     let report: Locked<Report>
     let progress: ProgressTracker
+    /// Source folders' message counts as the folder listing gave them (IMAP
+    /// LIST-STATUS), for `unchangedSinceLastRun`.
+    var sourceCounts = Locked([FolderPath: Int]())
 
     // MARK: Knowledge
 
+    /// What the state holds for one side of a pair, read once per resolve.
+    struct Stored {
+        var mark: FolderMark?
+        var known: [KnownMessage]
+
+        init(_ state: any StateStore, _ side: Side, _ folder: FolderPath) throws {
+            mark = try state.mark(side, folder)
+            known = try state.known(side, in: folder)
+        }
+    }
+
     /// Ids of a listing whose keys the state vouches for (same UIDVALIDITY, still listed).
-    func knowledge(_ side: Side, _ folder: FolderPath, _ listing: FolderListing, persistent: Bool)
-        throws -> (keys: [MessageID: MessageKey], origins: [MessageID: FolderPath]) {
-        guard persistent, let mark = try state.mark(side, folder),
+    func knowledge(_ stored: Stored, _ listing: FolderListing, persistent: Bool)
+        -> (keys: [MessageID: MessageKey], origins: [MessageID: FolderPath]) {
+        guard persistent, let mark = stored.mark,
               mark.validity.uidValidity == listing.validity.uidValidity else { return ([:], [:]) }
         let present = Set(listing.messages.map(\.id))
         var keys: [MessageID: MessageKey] = [:]
         var origins: [MessageID: FolderPath] = [:]
-        for k in try state.known(side, in: folder)
-        where present.contains(k.id) && k.uidValidity == listing.validity.uidValidity {
+        for k in stored.known
+        where k.uidValidity == listing.validity.uidValidity && present.contains(k.id) {
             keys[k.id] = k.key
             if let o = k.origin { origins[k.id] = o }
         }
@@ -61,15 +75,21 @@ struct Executor: Sendable {
     }
 
     /// Saves the folder's mark (voiding ids when UIDVALIDITY changed) and forgets ids no longer listed.
-    func commitMark(_ side: Side, _ folder: FolderPath, _ listing: FolderListing) throws {
-        let voided = try state.saveMark(FolderMark(side: side, folder: folder, validity: listing.validity,
-                                                   lastID: listing.messages.map(\.id).max()))
+    /// Nothing is written when the mark is the one saved and no id went away.
+    func commitMark(_ side: Side, _ folder: FolderPath, _ listing: FolderListing, _ stored: Stored) throws {
+        let mark = FolderMark(side: side, folder: folder, validity: listing.validity,
+                              lastID: listing.messages.map(\.id).max())
+        var voided = false
+        if mark != stored.mark {
+            voided = try state.saveMark(mark)
+        }
         if voided {
             logger.notice("UIDVALIDITY of \(side.rawValue) folder \(folder) changed: its ids are void, keys decide")
+            return
         }
-        guard !listing.isIncremental else { return }
+        guard !listing.isIncremental, !stored.known.isEmpty else { return }
         let present = Set(listing.messages.map(\.id))
-        let stale = try state.known(side, in: folder).map(\.id).filter { !present.contains($0) }
+        let stale = stored.known.map(\.id).filter { !present.contains($0) }
         try state.forget(side, in: folder, ids: stale)
     }
 
@@ -78,33 +98,38 @@ struct Executor: Sendable {
     func resolve(_ pair: FolderPair, _ s: Sessions, planOptions: PlanOptions, destinationMayBeMissing: Bool) async throws -> Resolved {
         let srcPersistent = s.source.capabilities.contains(.persistentIDs)
         let dstPersistent = s.destination.capabilities.contains(.persistentIDs)
-        let firstSource = try state.mark(.source, pair.source) == nil
+        let srcStored = try Stored(state, .source, pair.source)
+        let dstStored = try Stored(state, .destination, pair.destination)
+        if let r = try await unchangedSinceLastRun(pair, s, srcStored, dstStored, planOptions: planOptions) {
+            return r
+        }
+        let firstSource = srcStored.mark == nil
         var sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: firstSource))
         var dl = FolderListing(folder: pair.destination, messages: [])
         var destinationExists = true
         do {
-            let firstDest = try state.mark(.destination, pair.destination) == nil
+            let firstDest = dstStored.mark == nil
             dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(includeHeaders: firstDest && !sl.messages.isEmpty))
         } catch let e as MailError where e.kind == .notFound && destinationMayBeMissing {
             destinationExists = false
         }
-        var sk = try knowledge(.source, pair.source, sl, persistent: srcPersistent)
-        var dk = try knowledge(.destination, pair.destination, dl, persistent: dstPersistent)
+        var sk = knowledge(srcStored, sl, persistent: srcPersistent)
+        var dk = knowledge(dstStored, dl, persistent: dstPersistent)
         let sUnknown = sl.messages.filter { sk.keys[$0.id] == nil && $0.key == nil }.count
         let dUnknown = dl.messages.filter { dk.keys[$0.id] == nil && $0.key == nil }.count
         let needHeaders = (sUnknown > 0 && (!dl.messages.isEmpty || sUnknown >= 2)) || (dUnknown > 0 && !sl.messages.isEmpty)
         if needHeaders {
             if sl.messages.contains(where: { $0.headers == nil }) {
                 sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: true))
-                sk = try knowledge(.source, pair.source, sl, persistent: srcPersistent)
+                sk = knowledge(srcStored, sl, persistent: srcPersistent)
             }
             if destinationExists, dl.messages.contains(where: { $0.headers == nil }) {
                 dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(includeHeaders: true))
-                dk = try knowledge(.destination, pair.destination, dl, persistent: dstPersistent)
+                dk = knowledge(dstStored, dl, persistent: dstPersistent)
             }
         }
-        try commitMark(.source, pair.source, sl)
-        if destinationExists { try commitMark(.destination, pair.destination, dl) }
+        try commitMark(.source, pair.source, sl, srcStored)
+        if destinationExists { try commitMark(.destination, pair.destination, dl, dstStored) }
 
         var input = PairInput(pair: pair, source: sl, destination: dl, sourceKeys: sk.keys, destinationKeys: dk.keys,
                               destinationOrigins: dk.origins,
@@ -144,6 +169,68 @@ struct Executor: Sendable {
                         folder: pair.source)
     }
 
+    /// The pair as the state left it, when neither folder changed since: both
+    /// stores track changes (CONDSTORE/QRESYNC), each folder's UIDVALIDITY,
+    /// UIDNEXT and HIGHESTMODSEQ are the ones saved, the state knows a key for
+    /// every source message (as many as the folder holds, by LIST-STATUS) and finds each of
+    /// those keys in the destination, and no append to this pair is left open.
+    /// Two SELECTs then replace two full listings; anything else (or a
+    /// server that cannot say) gives nil and the full way.
+    func unchangedSinceLastRun(_ pair: FolderPair, _ s: Sessions, _ src: Stored, _ dst: Stored,
+                               planOptions: PlanOptions) async throws -> Resolved? {
+        func tracked(_ m: FolderMark?) -> FolderValidity? {
+            guard let v = m?.validity, v.uidValidity != nil, v.uidNext != nil, v.highestModSeq != nil else { return nil }
+            return v
+        }
+        let both: StoreCapabilities = [.changeTracking, .persistentIDs]
+        // Flags are not in the state: a job that propagates them lists.
+        guard !planOptions.propagateFlags,
+              s.source.capabilities.isSuperset(of: both), s.destination.capabilities.isSuperset(of: both),
+              let sv = tracked(src.mark), let dv = tracked(dst.mark), !src.known.isEmpty else { return nil }
+        let srcKnown = src.known.filter { $0.uidValidity == sv.uidValidity }
+        let dstKnown = dst.known.filter { $0.uidValidity == dv.uidValidity }
+        var dstByKey: [MessageKey: MessageID] = [:]
+        for k in dstKnown where dstByKey[k.key] == nil { dstByKey[k.key] = k.id }
+        // As many known as the folder holds (its count, from the folder listing
+        // of this run, holds while UIDNEXT and HIGHESTMODSEQ are the saved ones):
+        // a message that failed to copy last time has no row, so it is not skipped.
+        guard srcKnown.count == src.known.count, sourceCounts.get[pair.source] == srcKnown.count,
+              srcKnown.allSatisfy({ dstByKey[$0.key] != nil }) else { return nil }
+        guard try !state.openEntries().contains(where: {
+            $0.kind == .append && $0.sourceFolder == pair.source && $0.destinationFolder == pair.destination
+        }) else { return nil }
+        func unchanged(_ l: FolderListing, _ v: FolderValidity) -> Bool {
+            l.isIncremental && l.messages.isEmpty && l.vanished.isEmpty && l.validity == v
+        }
+        let sl = try await s.source.listMessages(in: pair.source, options: ListOptions(changedSince: sv))
+        guard unchanged(sl, sv) else { return nil }
+        let dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(changedSince: dv))
+        guard unchanged(dl, dv) else { return nil }
+        // The listings the full way would give, as far as planning needs them.
+        let source = FolderListing(folder: pair.source, validity: sv,
+                                   messages: srcKnown.map { MessageInfo(id: $0.id, size: $0.size) })
+        let destination = FolderListing(folder: pair.destination, validity: dv,
+                                        messages: dstKnown.map { MessageInfo(id: $0.id, size: $0.size) })
+        var dOrigins: [MessageID: FolderPath] = [:]
+        for k in dstKnown { if let o = k.origin { dOrigins[k.id] = o } }
+        let input = PairInput(pair: pair, source: source, destination: destination,
+                              sourceKeys: Dictionary(srcKnown.map { ($0.id, $0.key) }, uniquingKeysWith: { a, _ in a }),
+                              destinationKeys: Dictionary(dstKnown.map { ($0.id, $0.key) }, uniquingKeysWith: { a, _ in a }),
+                              destinationOrigins: dOrigins,
+                              destinationRewrites: s.destination.capabilities.contains(.rewritesMessages),
+                              options: planOptions)
+        let actions = Planner.planMessages(input)
+        // Only links (and duplicates) may come out of an unchanged pair; anything else goes the full way.
+        guard actions.allSatisfy({ a in
+            switch a {
+            case .link, .duplicate: return true
+            default: return false
+            }
+        }) else { return nil }
+        logger.debug("\(pair.source) -> \(pair.destination): unchanged since the last run (UIDNEXT, HIGHESTMODSEQ)")
+        return Resolved(input: input, actions: actions, sourceExists: true, destinationExists: true)
+    }
+
     /// Reads messages only to learn their keys.
     func hashMessages(_ ids: [MessageID], in folder: FolderPath, store: any MailStore) async throws
         -> (learned: [MessageID: (MessageKey, Int64)], vanished: [MessageID]) {
@@ -163,8 +250,12 @@ struct Executor: Sendable {
 
     /// Copies one folder pair. Message failures are reported and the pair goes
     /// on; errors that end the pair are thrown (the caller retries).
+    /// Returns the resolution when the pair needed no change at all (nothing
+    /// created, copied, flagged or deleted): verification can use it instead
+    /// of listing both folders again.
+    @discardableResult
     func copyPair(_ pair: FolderPair, _ s: Sessions, folderReport: Locked<FolderReport>,
-                  copiedThisRun: Locked<Set<MessageID>>) async throws {
+                  copiedThisRun: Locked<Set<MessageID>>) async throws -> Resolved? {
         let planOptions = PlanOptions(propagateFlags: options.propagateFlags, propagateDeletions: options.propagateDeletions,
                                       destinationFlags: s.destination.capabilities.contains(.setFlags))
         if pair.create, !options.dryRun {
@@ -218,16 +309,19 @@ struct Executor: Sendable {
                 $0.flagsSet = flagChanges.count
                 $0.deleted = destDeletes.count
             }
-            return
+            return nil
         }
 
         // Remember what is already there, in one transaction.
         var remember: [KnownMessage] = []
         for l in links {
             guard let k = l.key else { continue }
-            remember.append(KnownMessage(side: .source, folder: pair.source, id: l.sourceID,
-                                         uidValidity: r.input.source.validity.uidValidity, key: k))
-            if l.matchedBy == .key {
+            // Rows the state already holds (it vouched for these keys) are not written again.
+            if r.input.sourceKeys[l.sourceID] != k {
+                remember.append(KnownMessage(side: .source, folder: pair.source, id: l.sourceID,
+                                             uidValidity: r.input.source.validity.uidValidity, key: k))
+            }
+            if l.matchedBy == .key, r.input.destinationKeys[l.destinationID] != k {
                 remember.append(KnownMessage(side: .destination, folder: pair.destination, id: l.destinationID,
                                              uidValidity: r.input.destination.validity.uidValidity, key: k,
                                              origin: r.input.destinationOrigins[l.destinationID], matchedBy: .key))
@@ -269,6 +363,8 @@ struct Executor: Sendable {
             try state.forget(.destination, in: pair.destination, ids: destDeletes)
             folderReport.with { $0.deleted += destDeletes.count }
         }
+        let unchanged = !pair.create && copies.isEmpty && flagChanges.isEmpty && destDeletes.isEmpty
+        return unchanged ? r : nil
     }
 
     /// Closes the append intents a crashed run left open for this pair: an
@@ -326,55 +422,81 @@ struct Executor: Sendable {
         let destStore = s.destination
         let sourceStore = s.source
         let destinationRewrites = s.destination.capabilities.contains(.rewritesMessages)
+        let intents = IntentBatcher(copies, pair: pair, validity: validity, state: state,
+                                    batchSize: max(1, options.appendWindow))
+        defer {
+            // Intents written ahead for messages that never came (vanished,
+            // or the pair ended early) had no effect.
+            try? intents.abandonUnused()
+        }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // Confirmations, in order, as they arrive.
+            // Confirmations, in order, as they arrive; written to the state a
+            // window at a time (one transaction). A crash before a batch is
+            // written leaves its appends intended: the next run settles them
+            // by key, as for any append whose confirmation was lost.
             group.addTask {
-                for await f in stream {
-                    do {
-                        let result = try await f.pending.result()
-                        let key = f.tap.key
-                        if result.key != key, !destinationRewrites {
-                            window.release()
-                            try state.complete(f.seq, JournalOutcome(.abandoned))
-                            self.fail(pair, f.item.sourceID, "the destination received different bytes than were sent",
-                                      folderReport)
-                            continue
-                        }
-                        var remember = [KnownMessage(side: .source, folder: pair.source, id: f.item.sourceID,
-                                                     uidValidity: validity.uidValidity, key: key, size: f.tap.size)]
-                        if let id = result.id {
-                            remember.append(KnownMessage(side: .destination, folder: pair.destination, id: id,
-                                                         uidValidity: result.uidValidity, key: key, size: f.tap.size,
-                                                         origin: pair.source))
-                        }
-                        try state.complete(f.seq, JournalOutcome(.confirmed, destinationID: result.id,
-                                                                 destinationUIDValidity: result.uidValidity, key: key),
-                                           remember: remember)
-                        copiedThisRun.with { _ = $0.insert(f.item.sourceID) }
-                        folderReport.with {
-                            $0.copied += 1
-                            $0.bytes += f.tap.rawSize
-                        }
-                        self.report.with { rep in
-                            for k in result.droppedFlags {
-                                rep.droppedKeywords.append(.init(folder: pair.source.description,
-                                                                 sourceID: f.item.sourceID.rawValue, keyword: k.name))
+                var confirmed: [JournalCompletion] = []
+                let batchSize = max(1, self.options.appendWindow)
+                func flush() throws {
+                    guard !confirmed.isEmpty else { return }
+                    let batch = confirmed
+                    confirmed = []
+                    try state.complete(batch)
+                }
+                do {
+                    for await f in stream {
+                        do {
+                            let result = try await f.pending.result()
+                            let key = f.tap.key
+                            if result.key != key, !destinationRewrites {
+                                window.release()
+                                confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
+                                self.fail(pair, f.item.sourceID, "the destination received different bytes than were sent",
+                                          folderReport)
+                                continue
                             }
-                            if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
+                            var remember = [KnownMessage(side: .source, folder: pair.source, id: f.item.sourceID,
+                                                         uidValidity: validity.uidValidity, key: key, size: f.tap.size)]
+                            if let id = result.id {
+                                remember.append(KnownMessage(side: .destination, folder: pair.destination, id: id,
+                                                             uidValidity: result.uidValidity, key: key, size: f.tap.size,
+                                                             origin: pair.source))
+                            }
+                            confirmed.append(JournalCompletion(f.seq, JournalOutcome(.confirmed, destinationID: result.id,
+                                                                                     destinationUIDValidity: result.uidValidity,
+                                                                                     key: key),
+                                                               remember: remember))
+                            copiedThisRun.with { _ = $0.insert(f.item.sourceID) }
+                            folderReport.with {
+                                $0.copied += 1
+                                $0.bytes += f.tap.rawSize
+                            }
+                            self.report.with { rep in
+                                for k in result.droppedFlags {
+                                    rep.droppedKeywords.append(.init(folder: pair.source.description,
+                                                                     sourceID: f.item.sourceID.rawValue, keyword: k.name))
+                                }
+                                if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
+                            }
+                            self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
+                            window.release()
+                        } catch let e as MailError where e.scope == .message {
+                            window.release()
+                            confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
+                            self.fail(pair, f.item.sourceID, e.description, folderReport)
+                        } catch {
+                            // A run-ending error names the folder and message it stopped at.
+                            throw Self.naming(error, pair, f.item.sourceID)
                         }
-                        self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
-                        window.release()
-                    } catch let e as MailError where e.scope == .message {
-                        window.release()
-                        try state.complete(f.seq, JournalOutcome(.abandoned))
-                        self.fail(pair, f.item.sourceID, e.description, folderReport)
-                    } catch {
-                        let named = Self.naming(error, pair, f.item.sourceID)
-                        window.fail(named)
-                        // Drain so the producer is not left waiting.
-                        throw named
+                        if confirmed.count >= batchSize { try flush() }
                     }
+                    try flush()
+                } catch {
+                    // What was confirmed is recorded before the error ends the pair.
+                    try? flush()
+                    window.fail(error)
+                    throw error
                 }
             }
             // Bodies, streamed from the source into the destination.
@@ -385,9 +507,7 @@ struct Executor: Sendable {
                         try Task.checkCancellation()
                         guard let item = byID[info.id] else { return }
                         try await window.acquire()
-                        let seq = try state.intend(.append(from: pair.source, id: item.sourceID,
-                                                           uidValidity: validity.uidValidity,
-                                                           to: pair.destination, key: item.key))
+                        let seq = try intents.seq(for: item)
                         var request = AppendRequest(flags: item.flags, internalDate: item.internalDate ?? info.internalDate,
                                                     key: item.key)
                         var source = body
@@ -449,6 +569,64 @@ struct Executor: Sendable {
         report.with {
             $0.failures.append(.init(folder: pair.source.description, sourceID: id?.rawValue, reason: reason))
         }
+    }
+}
+
+/// Writes append intents a window ahead, one transaction per window, so
+/// that each is in the journal before its append starts (the rule) without a
+/// transaction per message. Intents never used are closed as abandoned.
+final class IntentBatcher: @unchecked Sendable {
+    private let lock = NSLock()
+    private let copies: [CopyItem]
+    private let pair: FolderPair
+    private let validity: FolderValidity
+    private let state: any StateStore
+    private let batchSize: Int
+    private var next = 0
+    private var taken = Set<MessageID>()
+    private var ahead: [MessageID: Int64] = [:]
+
+    init(_ copies: [CopyItem], pair: FolderPair, validity: FolderValidity, state: any StateStore, batchSize: Int) {
+        self.copies = copies
+        self.pair = pair
+        self.validity = validity
+        self.state = state
+        self.batchSize = batchSize
+    }
+
+    private func entry(_ item: CopyItem) -> JournalEntry {
+        .append(from: pair.source, id: item.sourceID, uidValidity: validity.uidValidity, to: pair.destination, key: item.key)
+    }
+
+    /// The journal sequence number of `item`'s append intent, written now
+    /// (with the next few) unless it was written ahead.
+    func seq(for item: CopyItem) throws -> Int64 {
+        try lock.withLock {
+            if let s = ahead.removeValue(forKey: item.sourceID) { return s }
+            var batch = [item]
+            taken.insert(item.sourceID)
+            while batch.count < batchSize, next < copies.count {
+                let c = copies[next]
+                next += 1
+                if taken.insert(c.sourceID).inserted { batch.append(c) }
+            }
+            let seqs = try state.intend(batch.map(entry))
+            guard seqs.count == batch.count, let first = seqs.first else {
+                throw MailError(.corrupt, scope: .local, "state store returned no journal sequence number")
+            }
+            for (c, s) in zip(batch.dropFirst(), seqs.dropFirst()) { ahead[c.sourceID] = s }
+            return first
+        }
+    }
+
+    func abandonUnused() throws {
+        let open = lock.withLock { () -> [Int64] in
+            let o = ahead.values.sorted()
+            ahead = [:]
+            return o
+        }
+        guard !open.isEmpty else { return }
+        try state.complete(open.map { JournalCompletion($0, JournalOutcome(.abandoned)) })
     }
 }
 

@@ -54,7 +54,9 @@ public struct MigrationJob: Sendable {
                                 effects: EffectCounter(limit: options.stopAfterEffect), report: report,
                                 progress: ProgressTracker(progress))
         do {
-            let plan = try await withRetry("folder list", sessions: &control) { s in try await planFolders(s) }
+            let plan = try await withRetry("folder list", sessions: &control) { s in
+                try await planFolders(s, counts: executor.sourceCounts)
+            }
             report.with { rep in
                 for s in plan.skipped {
                     logger.info("skipping \(s.folder): \(s.reason)")
@@ -93,7 +95,9 @@ public struct MigrationJob: Sendable {
                                destination: StoreLocation.redact(destinationName ?? control.destination.location.description),
                                started: started, finished: started, folders: [], headerMatches: [])
         do {
-            let plan = try await withRetry("folder list", sessions: &control) { s in try await planFolders(s) }
+            let plan = try await withRetry("folder list", sessions: &control) { s in
+                try await planFolders(s, counts: executor.sourceCounts)
+            }
             for pair in plan.pairs {
                 let v = try await withRetry(pair.source.description, sessions: &control) { s in
                     try await Verifier(executor: executor).verify(pair, s)
@@ -130,9 +134,18 @@ public struct MigrationJob: Sendable {
         var attempt = 1
         while true {
             do {
-                let src = try await source()
+                // Both logins at once: a run opens a pair per worker.
+                let destination = self.destination
+                async let dst = destination()
+                let src: any MailStore
                 do {
-                    return Sessions(source: src, destination: try await destination())
+                    src = try await source()
+                } catch {
+                    if let d = try? await dst { try? await d.close() }
+                    throw error
+                }
+                do {
+                    return Sessions(source: src, destination: try await dst)
                 } catch {
                     try? await src.close()
                     throw error
@@ -146,8 +159,14 @@ public struct MigrationJob: Sendable {
         }
     }
 
-    func planFolders(_ s: Sessions) async throws -> FolderPlan {
+    /// `counts`, when given, gets the source folders' message counts (IMAP
+    /// LIST-STATUS) for the executor's unchanged-folder check.
+    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil) async throws -> FolderPlan {
         let sf = try await s.source.folders()
+        counts?.with { c in
+            c = [:]
+            for f in sf { if let n = f.messageCount { c[f.path] = n } }
+        }
         let df = try await s.destination.folders()
         return try Planner.planFolders(source: sf, destination: df, selection: options.selection,
                                        sourceHasFolders: s.source.capabilities.contains(.folders))
@@ -233,12 +252,19 @@ public struct MigrationJob: Sendable {
         let fr = Locked(FolderReport(source: pair.source.description, destination: pair.destination.description))
         let copied = Locked(Set<MessageID>())
         do {
-            try await withRetry(pair.source.description, sessions: &sessions) { s in
+            let unchanged = try await withRetry(pair.source.description, sessions: &sessions) { s in
                 try await executor.copyPair(pair, s, folderReport: fr, copiedThisRun: copied)
             }
             if !options.dryRun, options.verify || options.deleteSource {
-                let v = try await withRetry(pair.source.description, sessions: &sessions) { s in
-                    try await Verifier(executor: executor).verify(pair, s)
+                let v: PairVerification
+                if let unchanged, !options.deleteSource {
+                    // Nothing changed: the copy pass's listings, moments old, are the check.
+                    // (Deleting from the source always waits for a listing of its own.)
+                    v = Verifier(executor: executor).verify(pair, resolved: unchanged)
+                } else {
+                    v = try await withRetry(pair.source.description, sessions: &sessions) { s in
+                        try await Verifier(executor: executor).verify(pair, s)
+                    }
                 }
                 fr.with {
                     $0.verified = v.verified.count

@@ -23,6 +23,12 @@ struct Verifier: Sendable {
 
     func verify(_ pair: FolderPair, _ s: Sessions) async throws -> PairVerification {
         let r = try await executor.resolve(pair, s, planOptions: PlanOptions(), destinationMayBeMissing: true)
+        return verify(pair, resolved: r)
+    }
+
+    /// Verifies from a resolution already made (both folders listed, the
+    /// state read, keys learnt): the copy pass of a pair that needed nothing.
+    func verify(_ pair: FolderPair, resolved r: Resolved) -> PairVerification {
         var linkedKeys = Set<MessageKey>()
         var verified: [MessageID] = []
         var missing: [VerifyReport.Missing] = []
