@@ -33,6 +33,8 @@ struct Executor: Sendable {
     let effects: EffectCounter
     let report: Locked<Report>
     let progress: ProgressTracker
+    /// The job's flow control: told of every message moved (clean progress).
+    var flow: FlowGate? = nil
 
     // MARK: Knowledge
 
@@ -356,6 +358,7 @@ struct Executor: Sendable {
                             if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
                         }
                         self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
+                        self.flow?.progress(1)
                         window.release()
                     } catch let e as MailError where e.scope == .message {
                         window.release()
