@@ -141,6 +141,15 @@ final class FlowGate: @unchecked Sendable {
     var generation: Int { lock.withLock { controller.generation } }
     var inUse: Int { lock.withLock { active } }
 
+    /// Takes a slot if one is free now.
+    func tryAcquire() -> Bool {
+        lock.withLock {
+            guard active < controller.limit else { return false }
+            active += 1
+            return true
+        }
+    }
+
     /// Waits for a slot.
     func acquire() async throws {
         let id: Int = lock.withLock {

@@ -279,14 +279,21 @@ public struct MigrationJob: Sendable {
                     var sessions: Sessions? = w == 0 ? first : nil
                     var holding = false
                     func finish() async {
+                        // Connections closed before the slot is given back, so that the
+                        // next holder never meets them at the server's connection limit.
+                        if w == 0 { finalControl.with { $0 = sessions } } else { await sessions?.close() }
                         if holding { gate.release() }
                         holding = false
-                        if w == 0 { finalControl.with { $0 = sessions } } else { await sessions?.close() }
                     }
                     do {
                         while true {
                             if !holding {
-                                try await gate.acquire()
+                                if !gate.tryAcquire() {
+                                    // No idle connections while waiting: they count against the server's limit.
+                                    await sessions?.close()
+                                    sessions = nil
+                                    try await gate.acquire()
+                                }
                                 holding = true
                             }
                             guard let (gi, g) = queue.with({ $0.isEmpty ? nil : $0.removeFirst() }) else { break }
@@ -301,7 +308,6 @@ public struct MigrationJob: Sendable {
                             for pair in g {
                                 reps.append(try await job.runPair(pair, sessions: &s, executor: executor, gate: gate))
                                 sessions = s
-                                gate.progress(1)
                             }
                             results.with { $0[gi] = reps }
                             if gate.shouldYield {
@@ -354,6 +360,8 @@ public struct MigrationJob: Sendable {
                     try await deleteVerified(pair, v.verified, sessions: &sessions, executor: executor, report: fr)
                 }
             }
+            // A folder finished: clean progress for the flow control (a failed one is not).
+            gate.progress(1)
         } catch let e as MailError where e.scope <= .folder || (e.scope == .account && e.retryable) {
             logger.error("\(pair.source): \(e)")
             fr.with { $0.failed += 1 }
