@@ -286,18 +286,17 @@ struct ThrottledJobTests {
         o.retry = RetryPolicy(sleep: { d in
             sleeps.record(d)
         })
-        // Throttling begins after the folder listing: every later operation is throttled.
+        // Throttling begins once the first folder pair has been planned (the first progress report).
         let started = Locked(false)
-        let job = MigrationJob(source: { src.makeStore() }, destination: {
-            if started.get {
-                var f = dst.faults
-                f.throttles = 1_000_000
-                f.throttleRetryAfter = 25
-                dst.faults = f
-            }
-            started.with { $0 = true }
-            return dst.makeStore()
-        }, options: o, state: MemoryStateStore(), logger: Self.logger())
+        var job = MigrationJob(source: { src.makeStore() }, destination: { dst.makeStore() },
+                               options: o, state: MemoryStateStore(), logger: Self.logger())
+        job.progress = { _ in
+            guard started.with({ s in defer { s = true }; return !s }) else { return }
+            var f = dst.faults
+            f.throttles = 1_000_000
+            f.throttleRetryAfter = 25
+            dst.faults = f
+        }
         let report = try await job.run()
         #expect(report.exitCode == 1)
         #expect(!report.failures.isEmpty && report.failures.allSatisfy { $0.reason.contains("THROTTLED") }, "\(report.failures)")

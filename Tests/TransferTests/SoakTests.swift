@@ -1,0 +1,336 @@
+import ArchiveStore
+import Foundation
+import Logging
+import MailModel
+import MailNet
+import MailStore
+import MailTestSupport
+import SyncState
+import Testing
+@testable import Transfer
+
+/// Issue 9, the soak test: the corpus migrated (IMAP -> IMAP) and backed up
+/// (IMAP -> archive) through `FaultProxy` in front of the real Dovecot, while
+/// the proxy cuts connections at random byte offsets in both directions,
+/// stalls them and refuses new ones. Each round runs the job the way the CLI
+/// does (MigrationJob, same options as `mailferry migrate` / `backup`) with
+/// the same state file, lets it fail or finish, and resumes. At the end the
+/// destination must equal the source: every message once, byte-exact (after
+/// CRLF normalisation, the key), flags and INTERNALDATE kept.
+///
+/// Knobs (environment): `MAILFERRY_SOAK_SEEDS` (comma-separated, default 9),
+/// `MAILFERRY_SOAK_ROUNDS` (rounds with faults, default 8), `MAILFERRY_SOAK_FAULT_RATE`
+/// (chance a connection gets a fault, default 0.75), `MAILFERRY_SOAK_MESSAGES`
+/// (corpus messages used, default all). `make soak` runs a longer version.
+@Suite(.serialized, .enabled(if: DovecotFixture.serverTestsEnabled, "MAILFERRY_SKIP_SERVER_TESTS=1"))
+struct SoakTests {
+    struct Knobs: CustomStringConvertible {
+        var seeds: [UInt64]
+        var faultRounds: Int
+        var faultRate: Double
+        var messages: Int?
+        /// Clean rounds allowed after the fault rounds for the job to finish.
+        var cleanRounds = 4
+
+        static func fromEnvironment() -> Knobs {
+            let env = ProcessInfo.processInfo.environment
+            let seeds = (env["MAILFERRY_SOAK_SEEDS"] ?? env["MAILFERRY_SOAK_SEED"] ?? "9")
+                .split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+            return Knobs(seeds: seeds.isEmpty ? [9] : seeds,
+                         faultRounds: env["MAILFERRY_SOAK_ROUNDS"].flatMap { Int($0) } ?? 8,
+                         faultRate: env["MAILFERRY_SOAK_FAULT_RATE"].flatMap { Double($0) } ?? 0.75,
+                         messages: env["MAILFERRY_SOAK_MESSAGES"].flatMap { Int($0) })
+        }
+
+        var description: String {
+            "seeds \(seeds), \(faultRounds) fault rounds, fault rate \(faultRate), messages \(messages.map(String.init) ?? "all")"
+        }
+    }
+
+    /// What one soak run did, for the closing note.
+    struct Figures: CustomStringConvertible {
+        var what: String
+        var seed: UInt64
+        var rounds = 0
+        var failedRounds = 0
+        var faults = 0
+        var cuts = 0
+        var stalls = 0
+        var refused = 0
+        var connections = 0
+        var copied = 0
+        var appendsConfirmed = 0
+        var settledFromCrash = 0
+        var messagesAtEnd = 0
+        var seconds = 0.0
+
+        var description: String {
+            "soak \(what) seed \(seed): \(rounds) rounds (\(failedRounds) ended by faults), \(connections) connections, "
+                + "\(faults) faults injected (\(cuts) cuts, \(stalls) stalls, \(refused) refused connects), "
+                + "\(copied) messages copied in finished rounds, \(appendsConfirmed) appends confirmed in the journal, "
+                + "\(settledFromCrash) open appends settled on resume, \(messagesAtEnd) messages at the end, nothing lost or duplicated; "
+                + String(format: "%.1f s", seconds)
+        }
+    }
+
+    static let logger: Logger = {
+        var l = Logger(label: "test.soak")
+        l.logLevel = .critical
+        return l
+    }()
+
+    static let folders = ["INBOX", "Archiv/2024/Février", "Listes/日本語", "Work"]
+
+    /// Short deadlines so that stalls cost seconds, not minutes (production defaults are 30 s / 120 s).
+    static func imap(_ f: DovecotFixture, _ a: TestAccount, via proxy: FaultProxy) -> StoreFactory {
+        { try await IMAPStore.open(settings: ConnectionSettings(host: proxy.host, port: proxy.port, tls: .startTLS, caFile: f.caFile,
+                                                               connectTimeout: .seconds(3), responseTimeout: .seconds(3)),
+                                   credentials: .password(user: a.user, a.password), logger: logger) }
+    }
+
+    /// A round's faults: for each of the next connections, maybe one cut or
+    /// stall at a random offset in a random direction, from the seeded generator.
+    static func plan(_ rng: inout SplitMix64, rate: Double, connections: Int) -> [ProxyFault?] {
+        (0..<connections).map { _ in
+            guard Double(rng.next() % 10_000) / 10_000 < rate else { return nil }
+            let toClient = rng.next() % 3 != 0
+            // Offsets span greetings and logins (small) to deep into a body stream (large).
+            let scale: UInt64 = [200, 4_000, 60_000, 900_000][Int(rng.next() % 4)]
+            let offset = Int(rng.next() % (toClient ? scale : scale / 4 + 1)) + 1
+            let direction: ProxyFault.Direction = toClient ? .toClient : .toServer
+            return rng.next() % 5 == 0 ? .stallAfter(bytes: offset, direction: direction) : .cutAfter(bytes: offset, direction: direction)
+        }
+    }
+
+    /// Seeds the source: the corpus over four folders, with flags, keywords and dates.
+    static func seedSource(_ f: DovecotFixture, _ corpus: Corpus, limit: Int?) throws -> TestAccount {
+        let from = f.makeUser(prefix: "soak-src")
+        var seeded: [String: [SeedMessage]] = [:]
+        for (i, e) in corpus.messages.prefix(limit ?? corpus.messages.count).enumerated() {
+            let flags: Flags = [[.seen], [.seen, .answered, Flag("$Forwarded")], [Flag("Project-X")], [], [.flagged, .draft]][i % 5]
+            let date = InternalDate(secondsSinceEpoch: 1_400_000_000 + Int64(i) * 86_413, zoneMinutes: 0)
+            seeded[folders[i % folders.count], default: []].append(SeedMessage(try e.load(), flags: flags, internalDate: date))
+        }
+        for (folder, msgs) in seeded { try f.seed(user: from.user, folder: folder, messages: msgs) }
+        return from
+    }
+
+    /// One folder as a comparable view: key -> (count, flags, date).
+    struct Entry: Hashable, CustomStringConvertible {
+        var count: Int
+        var flags: Flags
+        var date: Int64?
+        var description: String { "x\(count) \(flags) \(date.map(String.init) ?? "-")" }
+    }
+
+    static func view(_ messages: [(key: MessageKey, flags: Flags, date: Int64?)]) -> [MessageKey: Entry] {
+        var out: [MessageKey: Entry] = [:]
+        for m in messages {
+            if var e = out[m.key] {
+                e.count += 1
+                out[m.key] = e
+            } else {
+                out[m.key] = Entry(count: 1, flags: m.flags, date: m.date)
+            }
+        }
+        return out
+    }
+
+    /// The source's folders, duplicates folded (the engine copies a repeated message once).
+    static func sourceView(_ f: DovecotFixture, _ user: String) throws -> [String: [MessageKey: Entry]] {
+        var out: [String: [MessageKey: Entry]] = [:]
+        for folder in folders {
+            var v = view(try f.messages(user: user, folder: folder)
+                .map { (MessageKey.of($0.bytes), $0.flags, $0.internalDate.secondsSinceEpoch) })
+            for k in v.keys { v[k]?.count = 1 }
+            out[folder] = v
+        }
+        return out
+    }
+
+    static func compare(_ want: [String: [MessageKey: Entry]], _ got: [String: [MessageKey: Entry]], seed: UInt64,
+                        what: String) -> Int {
+        var total = 0
+        for folder in folders {
+            let w = want[folder] ?? [:], g = got[folder] ?? [:]
+            let lost = Set(w.keys).subtracting(g.keys)
+            let extra = Set(g.keys).subtracting(w.keys)
+            let duplicated = g.filter { $0.value.count > 1 }
+            let changed = w.keys.filter { k in g[k].map { $0.flags != w[k]?.flags || $0.date != w[k]?.date } ?? false }
+            #expect(lost.isEmpty, "soak \(what) seed \(seed): \(folder) lost \(lost.count): \(lost.prefix(3).map(\.short))")
+            #expect(extra.isEmpty, "soak \(what) seed \(seed): \(folder) has \(extra.count) unexpected message(s)")
+            #expect(duplicated.isEmpty, "soak \(what) seed \(seed): \(folder) duplicated \(duplicated.count): \(duplicated.prefix(3).map { "\($0.key.short) \($0.value)" })")
+            #expect(changed.isEmpty, "soak \(what) seed \(seed): \(folder) flags/dates changed on \(changed.count): \(changed.prefix(3).map { "\($0.short) want \(w[$0]!) got \(g[$0]!)" })")
+            total += g.values.reduce(0) { $0 + $1.count }
+        }
+        return total
+    }
+
+    /// Runs `makeJob()` round after round through `proxy`: `faultRounds` rounds
+    /// with faults, then clean rounds until one finishes cleanly.
+    static func soak(_ what: String, seed: UInt64, knobs: Knobs, proxy: FaultProxy, state: SQLiteStateStore,
+                     makeJob: (_ faulty: Bool) -> MigrationJob) async throws -> Figures {
+        var figures = Figures(what: what, seed: seed)
+        let started = Date()
+        var rng = SplitMix64(seed: seed &+ UInt64(what.utf8.reduce(0) { $0 &* 31 &+ UInt64($1) }))
+        var finished = false
+        var round = 0
+        while round < knobs.faultRounds + knobs.cleanRounds {
+            let faulty = round < knobs.faultRounds
+            if faulty {
+                let faults = plan(&rng, rate: knobs.faultRate, connections: 64)
+                let base = proxy.statistics.connections
+                proxy.setPlan { n in
+                    let i = n - base
+                    return i >= 0 && i < faults.count ? faults[i].map { [$0] } ?? [] : []
+                }
+                if rng.next() % 3 == 0 { proxy.refuseNextConnections(Int(rng.next() % 2) + 1) }
+            } else {
+                proxy.setFaults([])
+                proxy.refuseNextConnections(0)
+            }
+            round += 1
+            do {
+                let report = try await makeJob(faulty).run()
+                figures.copied += report.totals.copied
+                figures.settledFromCrash += report.settledFromCrash
+                finished = report.exitCode == 0
+                if !finished { figures.failedRounds += 1 }
+            } catch {
+                finished = false
+                figures.failedRounds += 1
+            }
+            if finished && !faulty { break }
+        }
+        figures.rounds = round
+        let stats = proxy.statistics
+        figures.faults = stats.faultsInjected + stats.refused
+        figures.cuts = stats.injected.filter { $0.hasPrefix("cut") }.count
+        figures.stalls = stats.injected.filter { $0.hasPrefix("stall") }.count
+        figures.refused = stats.refused
+        figures.connections = stats.connections
+        figures.appendsConfirmed = try state.journal().filter { $0.kind == .append && $0.status == .confirmed }.count
+        figures.seconds = Date().timeIntervalSince(started)
+        #expect(finished, "soak \(what) seed \(seed): no clean finish in \(round) rounds (\(knobs))")
+        return figures
+    }
+
+    static func options(_ command: String) -> MigrationOptions {
+        var o = MigrationOptions(parallel: command == "backup" ? 1 : 2, command: command)
+        if command == "backup" {
+            // As JobExecutor sets them for `mailferry backup`.
+            o.propagateFlags = true
+            o.propagateDeletions = true
+        }
+        // Few attempts, so faults end runs and resuming is what gets tested; short backoffs.
+        o.retry = RetryPolicy(maxAttempts: 2, baseDelay: 0.02, maxDelay: 0.2)
+        o.throttle = ThrottlePolicy(budgetSeconds: 30)
+        return o
+    }
+
+    @Test func migrateAndBackUpTheCorpusThroughCutsStallsAndRefusals() async throws {
+        guard let corpus = try Corpus.load() else {
+            print(Corpus.absentMessage)
+            return
+        }
+        let knobs = Knobs.fromEnvironment()
+        let f = try DovecotFixture.shared()
+        print("soak: \(knobs)")
+        for seed in knobs.seeds {
+            let from = try Self.seedSource(f, corpus, limit: knobs.messages)
+            let want = try Self.sourceView(f, from.user)
+
+            // IMAP -> IMAP, both sides through their own proxy.
+            let to = f.makeUser(prefix: "soak-dst")
+            let srcProxy = try await FaultProxy.start(upstreamPort: f.imapPort)
+            let dstProxy = try await FaultProxy.start(upstreamPort: f.imapPort)
+            let stateDir = NSTemporaryDirectory() + "mailferry-soak-\(UUID().uuidString)"
+            let migrateState = try SQLiteStateStore(path: stateDir + "/migrate.sqlite")
+            // The destination proxy gets its own faults, drawn from the same seed.
+            let destinationPlan = DestinationPlan(seed: seed, proxy: dstProxy, rate: knobs.faultRate)
+            var migrate = try await Self.soak("migrate", seed: seed, knobs: knobs, proxy: srcProxy, state: migrateState) { faulty in
+                destinationPlan.next(faulty: faulty)
+                return MigrationJob(source: Self.imap(f, from, via: srcProxy), destination: Self.imap(f, to, via: dstProxy),
+                                    options: Self.options("migrate"), state: migrateState, logger: Self.logger)
+            }
+            migrateState.close()
+            let d = dstProxy.statistics
+            migrate.faults += d.faultsInjected + d.refused
+            migrate.cuts += d.injected.filter { $0.hasPrefix("cut") }.count
+            migrate.stalls += d.injected.filter { $0.hasPrefix("stall") }.count
+            migrate.refused += d.refused
+            migrate.connections += d.connections
+            await srcProxy.stop()
+            await dstProxy.stop()
+            var got: [String: [MessageKey: Entry]] = [:]
+            for folder in Self.folders {
+                got[folder] = Self.view(try f.messages(user: to.user, folder: folder)
+                    .map { (MessageKey.of($0.bytes), $0.flags, $0.internalDate.secondsSinceEpoch) })
+            }
+            migrate.messagesAtEnd = Self.compare(want, got, seed: seed, what: "migrate")
+            print(migrate)
+
+            // IMAP -> archive (`mailferry backup`), the source through the proxy.
+            let archiveProxy = try await FaultProxy.start(upstreamPort: f.imapPort)
+            let archivePath = stateDir + "/archive"
+            let backupState = try SQLiteStateStore(path: stateDir + "/backup.sqlite")
+            var archiveOptions = ArchiveOptions()
+            archiveOptions.source = "imap://\(from.user)@soak"
+            let ao = archiveOptions
+            var backup = try await Self.soak("backup", seed: seed, knobs: knobs, proxy: archiveProxy, state: backupState) { _ in
+                MigrationJob(source: Self.imap(f, from, via: archiveProxy),
+                             destination: { try ArchiveStore.open(path: archivePath, options: ao, create: true, logger: Self.logger) },
+                             options: Self.options("backup"), state: backupState, logger: Self.logger)
+            }
+            backupState.close()
+            await archiveProxy.stop()
+            let archive = try ArchiveStore.open(path: archivePath, options: ArchiveOptions(readOnly: true), create: false,
+                                                logger: Self.logger)
+            var inArchive: [String: [MessageKey: Entry]] = [:]
+            for folder in Self.folders {
+                let path = try #require(FolderPath(folder))
+                let listing = try await archive.listMessages(in: path, options: ListOptions())
+                let keys = Locked([MessageID: MessageKey]())
+                _ = try await archive.fetchMessages(listing.messages.map(\.id), in: path) { info, body in
+                    var h = MessageHasher()
+                    for try await chunk in body { chunk.withUnsafeReadableBytes { h.update($0) } }
+                    let k = h.finalize()
+                    keys.with { $0[info.id] = k }
+                }
+                let k = keys.get
+                inArchive[folder] = Self.view(listing.messages.compactMap { m in
+                    k[m.id].map { ($0, m.flags, m.internalDate?.secondsSinceEpoch) }
+                })
+            }
+            try await archive.close()
+            backup.messagesAtEnd = Self.compare(want, inArchive, seed: seed, what: "backup")
+            print(backup)
+            #expect(migrate.faults + backup.faults >= knobs.faultRounds, "the proxies injected faults: \(migrate) / \(backup)")
+            try? FileManager.default.removeItem(atPath: stateDir)
+        }
+    }
+}
+
+/// The migrate soak's destination proxy: its faults for each round are drawn
+/// from the seed too, when the round's job is made.
+final class DestinationPlan: @unchecked Sendable {
+    private var rng: SplitMix64
+    private let proxy: FaultProxy
+    private let rate: Double
+
+    init(seed: UInt64, proxy: FaultProxy, rate: Double) {
+        rng = SplitMix64(seed: seed ^ 0xD1B5_4A32_D192_ED03)
+        self.proxy = proxy
+        self.rate = rate
+    }
+
+    func next(faulty: Bool) {
+        let faults = faulty ? SoakTests.plan(&rng, rate: rate, connections: 64) : []
+        let base = proxy.statistics.connections
+        proxy.setPlan { n in
+            let i = n - base
+            return i >= 0 && i < faults.count ? faults[i].map { [$0] } ?? [] : []
+        }
+        if faulty, rng.next() % 4 == 0 { proxy.refuseNextConnections(1) } else if !faulty { proxy.refuseNextConnections(0) }
+    }
+}
