@@ -146,7 +146,9 @@ public struct MigrationJob: Sendable {
     /// holds a slot (`holdsSlot`) and is refused while other workers work has
     /// met the server's connection limit: parallelism drops to what works, and
     /// the worker waits for a slot before trying again.
-    func openSessions(gate: FlowGate, holdsSlot: Bool = false) async throws -> Sessions {
+    /// `requeue`: a worker between folders gives its slot back and lets the caller
+    /// put the work back (`ConnectionLimitReached`) rather than wait holding it.
+    func openSessions(gate: FlowGate, holdsSlot: Bool = false, requeue: Bool = false) async throws -> Sessions {
         var attempt = 1
         var throttleStreak = 0
         while true {
@@ -163,8 +165,9 @@ public struct MigrationJob: Sendable {
                 if holdsSlot, gate.connectionRefused() {
                     guard gate.spend(waiting: 0) else { throw e }
                     let limit = gate.snapshot.limit
-                    logger.notice("a connection was refused while others work (\(e)); parallelism lowered to \(limit)")
+                    logger.notice("a connection was refused while \(gate.inUse - 1) other worker(s) work (\(e)); parallelism lowered to \(limit)")
                     gate.release()
+                    if requeue { throw ConnectionLimitReached() }
                     try await gate.acquire()
                     try await options.retry.sleep(options.retry.delay(after: 1, error: MailError(.connection, scope: .account, ""),
                                                                       random: Double.random(in: 0..<1)))
@@ -272,12 +275,15 @@ public struct MigrationJob: Sendable {
         let first = control
         let job = self
         let finalControl = Locked<Sessions?>(nil)
+        // Worker 0 inherits the control sessions, so it takes its slot now: open
+        // connections and slots must agree for connection limits to be read right.
+        let firstHolds = gate.tryAcquire()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for w in 0..<workers {
                 group.addTask {
                     // Worker 0 starts with the control sessions; the others open their own once they have work.
                     var sessions: Sessions? = w == 0 ? first : nil
-                    var holding = false
+                    var holding = w == 0 && firstHolds
                     func finish() async {
                         // Connections closed before the slot is given back, so that the
                         // next holder never meets them at the server's connection limit.
@@ -301,7 +307,15 @@ public struct MigrationJob: Sendable {
                             if let open = sessions {
                                 s = open
                             } else {
-                                s = try await job.openSessions(gate: gate, holdsSlot: true)
+                                do {
+                                    s = try await job.openSessions(gate: gate, holdsSlot: true, requeue: true)
+                                } catch is ConnectionLimitReached {
+                                    // Over the server's connection limit: the work goes back to the
+                                    // queue for a worker that has connections, and this one waits.
+                                    queue.with { $0.insert((gi, g), at: 0) }
+                                    holding = false
+                                    continue
+                                }
                             }
                             sessions = s
                             var reps: [FolderReport] = []
@@ -398,6 +412,9 @@ public struct MigrationJob: Sendable {
         return error
     }
 }
+
+/// A worker between folders met the server's connection limit and gave its slot back.
+struct ConnectionLimitReached: Error {}
 
 /// For `--dry-run`: reads go to the real state, writes stay in memory and
 /// are thrown away, so a dry run writes nothing anywhere.

@@ -209,7 +209,7 @@ struct ThrottledJobTests {
         // The report shows the reduction: 4 asked, at most 2 used.
         let t = try #require(report.throttling, "the refusals are reported")
         #expect(t.requestedParallel == 4)
-        #expect(t.lowestParallel <= 2)
+        #expect(t.lowestParallel >= 2 && t.lowestParallel < 4, "lowered, not below what works: \(t)")
         #expect(t.connectionRefusals >= 1)
         #expect(src.stats.refusedSessions + dst.stats.refusedSessions == t.connectionRefusals)
         #expect(src.stats.peakOpenSessions <= 2 && dst.stats.peakOpenSessions <= 2)

@@ -334,3 +334,50 @@ final class DestinationPlan: @unchecked Sendable {
         if faulty, rng.next() % 4 == 0 { proxy.refuseNextConnections(1) } else if !faulty { proxy.refuseNextConnections(0) }
     }
 }
+
+/// Issue 9: a real IMAP server behind a connection limit of 2 (the proxy
+/// hangs up on the third connection with Dovecot's own BYE line) and
+/// `--parallel 4`: the job lowers its parallelism to what the server allows
+/// and finishes with everything moved; the report shows the reduction.
+@Suite(.serialized, .enabled(if: DovecotFixture.serverTestsEnabled, "MAILFERRY_SKIP_SERVER_TESTS=1"))
+struct DovecotConnectionLimitTests {
+    @Test func connectionLimitOfTwoWithParallelFour() async throws {
+        let f = try DovecotFixture.shared()
+        let from = f.makeUser(prefix: "limit-src")
+        let to = f.makeUser(prefix: "limit-dst")
+        let folders = (0..<6).map { "Limited/F\($0)" }
+        for (i, folder) in folders.enumerated() {
+            try f.seed(user: from.user, folder: folder,
+                       messages: (0..<5).map { SeedMessage(makeMessage(i * 10 + $0, bodyLines: 40), flags: $0 % 2 == 0 ? [.seen] : []) })
+        }
+        let srcProxy = try await FaultProxy.start(upstreamPort: f.imapPort)
+        let dstProxy = try await FaultProxy.start(upstreamPort: f.imapPort)
+        let bye = "* BYE [UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=2)\r\n"
+        srcProxy.limitConnections(to: 2, greeting: bye)
+        dstProxy.limitConnections(to: 2, greeting: bye)
+        var o = MigrationOptions(parallel: 4)
+        o.selection = FolderSelection(include: ["Limited/*"])
+        o.retry = RetryPolicy(maxAttempts: 5, baseDelay: 0.05, maxDelay: 0.5)
+        let report = try await MigrationJob(source: SoakTests.imap(f, from, via: srcProxy), destination: SoakTests.imap(f, to, via: dstProxy),
+                                            options: o, state: MemoryStateStore(), logger: { var l = Logger(label: "dbg"); l.logLevel = ProcessInfo.processInfo.environment["SOAK_DEBUG"] != nil ? .notice : .critical; return l }()).run()
+        await srcProxy.stop()
+        await dstProxy.stop()
+        #expect(report.exitCode == 0, "\(report.failures)")
+        #expect(report.totals.copied == 30)
+        for folder in folders {
+            let want = Set(try f.messages(user: from.user, folder: folder).map { "\(MessageKey.of($0.bytes).short) \($0.flags)" })
+            let got = try f.messages(user: to.user, folder: folder).map { "\(MessageKey.of($0.bytes).short) \($0.flags)" }
+            #expect(Set(got) == want && got.count == want.count, "\(folder)")
+        }
+        let t = try #require(report.throttling, "the refused connections are in the report")
+        #expect(t.requestedParallel == 4)
+        // Lowered, but not below the two connections that work.
+        #expect(t.lowestParallel >= 2 && t.lowestParallel < 4, "\(t)")
+        #expect(t.connectionRefusals >= 1, "\(t)")
+        let s = srcProxy.statistics, d = dstProxy.statistics
+        #expect(s.overLimit + d.overLimit >= 1, "the limit was met")
+        #expect(s.peakOpen <= 2 && d.peakOpen <= 2)
+        print("src over limit \(s.overLimit) peak \(s.peakOpen) conns \(s.connections), dst over limit \(d.overLimit) peak \(d.peakOpen) conns \(d.connections)")
+        print("connection limit 2, --parallel 4: \(t.connectionRefusals) refusal(s), parallelism \(t.requestedParallel) -> \(t.lowestParallel) (\(t.finalParallel) at the end), \(report.totals.copied) copied")
+    }
+}
