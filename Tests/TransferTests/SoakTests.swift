@@ -62,13 +62,16 @@ struct SoakTests {
         var appendsConfirmed = 0
         var settledFromCrash = 0
         var messagesAtEnd = 0
+        /// The destination equals the source (set by `compare`).
+        var equal = false
         var seconds = 0.0
 
         var description: String {
             "soak \(what) seed \(seed): \(rounds) rounds (\(failedRounds) ended by faults), \(connections) connections, "
                 + "\(faults) faults injected (\(cuts) cuts, \(stalls) stalls, \(refused) refused connects), "
                 + "\(copied) messages copied in finished rounds, \(appendsConfirmed) appends confirmed in the journal, "
-                + "\(settledFromCrash) open appends settled on resume, \(messagesAtEnd) messages at the end, nothing lost or duplicated; "
+                + "\(settledFromCrash) open appends settled on resume, \(messagesAtEnd) messages at the end, "
+                + (equal ? "equal to the source (nothing lost, nothing duplicated, flags and dates kept); " : "NOT equal to the source; ")
                 + String(format: "%.1f s", seconds)
         }
     }
@@ -149,8 +152,9 @@ struct SoakTests {
     }
 
     static func compare(_ want: [String: [MessageKey: Entry]], _ got: [String: [MessageKey: Entry]], seed: UInt64,
-                        what: String) -> Int {
+                        what: String) -> (total: Int, equal: Bool) {
         var total = 0
+        var equal = true
         for folder in folders {
             let w = want[folder] ?? [:], g = got[folder] ?? [:]
             let lost = Set(w.keys).subtracting(g.keys)
@@ -162,8 +166,9 @@ struct SoakTests {
             #expect(duplicated.isEmpty, "soak \(what) seed \(seed): \(folder) duplicated \(duplicated.count): \(duplicated.prefix(3).map { "\($0.key.short) \($0.value)" })")
             #expect(changed.isEmpty, "soak \(what) seed \(seed): \(folder) flags/dates changed on \(changed.count): \(changed.prefix(3).map { "\($0.short) want \(w[$0]!) got \(g[$0]!)" })")
             total += g.values.reduce(0) { $0 + $1.count }
+            equal = equal && lost.isEmpty && extra.isEmpty && duplicated.isEmpty && changed.isEmpty
         }
-        return total
+        return (total, equal)
     }
 
     /// Runs `makeJob()` round after round through `proxy`: `faultRounds` rounds
@@ -267,7 +272,7 @@ struct SoakTests {
                 got[folder] = Self.view(try f.messages(user: to.user, folder: folder)
                     .map { (MessageKey.of($0.bytes), $0.flags, $0.internalDate.secondsSinceEpoch) })
             }
-            migrate.messagesAtEnd = Self.compare(want, got, seed: seed, what: "migrate")
+            (migrate.messagesAtEnd, migrate.equal) = Self.compare(want, got, seed: seed, what: "migrate")
             print(migrate)
 
             // IMAP -> archive (`mailferry backup`), the source through the proxy.
@@ -303,7 +308,7 @@ struct SoakTests {
                 })
             }
             try await archive.close()
-            backup.messagesAtEnd = Self.compare(want, inArchive, seed: seed, what: "backup")
+            (backup.messagesAtEnd, backup.equal) = Self.compare(want, inArchive, seed: seed, what: "backup")
             print(backup)
             #expect(migrate.faults + backup.faults >= knobs.faultRounds, "the proxies injected faults: \(migrate) / \(backup)")
             try? FileManager.default.removeItem(atPath: stateDir)
