@@ -30,7 +30,11 @@ struct SoakTests {
         var faultRate: Double
         var messages: Int?
         /// Clean rounds allowed after the fault rounds for the job to finish.
-        var cleanRounds = 4
+        var cleanRounds = 6
+        /// A round that has not ended after this long is a hang: its connections are
+        /// dropped (the job must then end), and if it still has not ended 30 s later the
+        /// soak fails naming the seed and round.
+        var roundSeconds: Double = ProcessInfo.processInfo.environment["MAILFERRY_SOAK_ROUND_SECONDS"].flatMap { Double($0) } ?? 120
 
         static func fromEnvironment() -> Knobs {
             let env = ProcessInfo.processInfo.environment
@@ -62,6 +66,8 @@ struct SoakTests {
         var appendsConfirmed = 0
         var settledFromCrash = 0
         var messagesAtEnd = 0
+        /// Why the last unfinished round ended.
+        var lastFailure = ""
         /// The destination equals the source (set by `compare`).
         var equal = false
         var seconds = 0.0
@@ -76,18 +82,20 @@ struct SoakTests {
         }
     }
 
+    /// `MAILFERRY_SOAK_LOG=warning` (or any level) shows what the jobs log.
     static let logger: Logger = {
         var l = Logger(label: "test.soak")
-        l.logLevel = .critical
+        l.logLevel = ProcessInfo.processInfo.environment["MAILFERRY_SOAK_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         return l
     }()
 
     static let folders = ["INBOX", "Archiv/2024/Février", "Listes/日本語", "Work"]
 
-    /// Short deadlines so that stalls cost seconds, not minutes (production defaults are 30 s / 120 s).
+    /// Short deadlines so that stalls cost seconds, not minutes (production defaults are 30 s / 120 s);
+    /// not so short that a loaded 2-core CI machine misses them.
     static func imap(_ f: DovecotFixture, _ a: TestAccount, via proxy: FaultProxy) -> StoreFactory {
         { try await IMAPStore.open(settings: ConnectionSettings(host: proxy.host, port: proxy.port, tls: .startTLS, caFile: f.caFile,
-                                                               connectTimeout: .seconds(3), responseTimeout: .seconds(3)),
+                                                               connectTimeout: .seconds(10), responseTimeout: .seconds(5)),
                                    credentials: .password(user: a.user, a.password), logger: logger) }
     }
 
@@ -173,8 +181,8 @@ struct SoakTests {
 
     /// Runs `makeJob()` round after round through `proxy`: `faultRounds` rounds
     /// with faults, then clean rounds until one finishes cleanly.
-    static func soak(_ what: String, seed: UInt64, knobs: Knobs, proxy: FaultProxy, state: SQLiteStateStore,
-                     makeJob: (_ faulty: Bool) -> MigrationJob) async throws -> Figures {
+    static func soak(_ what: String, seed: UInt64, knobs: Knobs, proxy: FaultProxy, alsoDrop: [FaultProxy] = [],
+                     state: SQLiteStateStore, makeJob: (_ faulty: Bool) -> MigrationJob) async throws -> Figures {
         var figures = Figures(what: what, seed: seed)
         let started = Date()
         var rng = SplitMix64(seed: seed &+ UInt64(what.utf8.reduce(0) { $0 &* 31 &+ UInt64($1) }))
@@ -196,14 +204,21 @@ struct SoakTests {
             }
             round += 1
             do {
-                let report = try await makeJob(faulty).run()
+                var job = makeJob(faulty)
+                if !faulty { job.options.retry.maxAttempts = 5 }
+                let report = try await Self.bounded(job, seconds: knobs.roundSeconds, proxies: [proxy] + alsoDrop,
+                                                    label: "soak \(what) seed \(seed) round \(round)")
                 figures.copied += report.totals.copied
                 figures.settledFromCrash += report.settledFromCrash
                 finished = report.exitCode == 0
-                if !finished { figures.failedRounds += 1 }
+                if !finished {
+                    figures.failedRounds += 1
+                    figures.lastFailure = "round \(round): " + report.failures.prefix(3).map { "\($0.folder) \($0.sourceID ?? ""): \($0.reason)" }.joined(separator: "; ")
+                }
             } catch {
                 finished = false
                 figures.failedRounds += 1
+                figures.lastFailure = "round \(round): \(error)"
             }
             if finished && !faulty { break }
         }
@@ -216,8 +231,37 @@ struct SoakTests {
         figures.connections = stats.connections
         figures.appendsConfirmed = try state.journal().filter { $0.kind == .append && $0.status == .confirmed }.count
         figures.seconds = Date().timeIntervalSince(started)
-        #expect(finished, "soak \(what) seed \(seed): no clean finish in \(round) rounds (\(knobs))")
+        #expect(finished, "soak \(what) seed \(seed): no clean finish in \(round) rounds (\(knobs)); last: \(figures.lastFailure)")
         return figures
+    }
+
+    struct Hung: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Runs a job with a watchdog: past `seconds` every proxied connection is
+    /// dropped; a job that still has not ended 30 s later is reported as hung.
+    static func bounded(_ job: MigrationJob, seconds: Double, proxies: [FaultProxy], label: String) async throws -> Report {
+        let resumed = Locked(false)
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Report, Error>) in
+            func finish(_ r: Result<Report, Error>) {
+                guard resumed.with({ s in defer { s = true }; return !s }) else { return }
+                c.resume(with: r)
+            }
+            let task = Task {
+                do { finish(.success(try await job.run())) } catch { finish(.failure(error)) }
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                guard !resumed.get else { return }
+                Issue.record("\(label): still running after \(Int(seconds)) s; dropping every connection")
+                for p in proxies { p.dropAllConnections() }
+                try? await Task.sleep(nanoseconds: 30_000_000_000)
+                guard !resumed.get else { return }
+                task.cancel()
+                finish(.failure(Hung(description: "\(label): hung, even after its connections were dropped")))
+            }
+        }
     }
 
     static func options(_ command: String) -> MigrationOptions {
@@ -253,7 +297,8 @@ struct SoakTests {
             let migrateState = try SQLiteStateStore(path: stateDir + "/migrate.sqlite")
             // The destination proxy gets its own faults, drawn from the same seed.
             let destinationPlan = DestinationPlan(seed: seed, proxy: dstProxy, rate: knobs.faultRate)
-            var migrate = try await Self.soak("migrate", seed: seed, knobs: knobs, proxy: srcProxy, state: migrateState) { faulty in
+            var migrate = try await Self.soak("migrate", seed: seed, knobs: knobs, proxy: srcProxy, alsoDrop: [dstProxy],
+                                              state: migrateState) { faulty in
                 destinationPlan.next(faulty: faulty)
                 return MigrationJob(source: Self.imap(f, from, via: srcProxy), destination: Self.imap(f, to, via: dstProxy),
                                     options: Self.options("migrate"), state: migrateState, logger: Self.logger)
