@@ -148,7 +148,7 @@ let package = Package(
         .testTarget(name: "MailStoreTests", dependencies: ["MailStore", "MailTestSupport"], swiftSettings: swift6),
         .testTarget(name: "ArchiveStoreTests", dependencies: ["ArchiveStore", "MailTestSupport", "Transfer", "SyncState", "MailStore", "MailNet"], swiftSettings: swift6),
         .testTarget(name: "SyncStateTests", dependencies: ["SyncState"], swiftSettings: swift6),
-        .testTarget(name: "TransferTests", dependencies: ["Transfer", "SyncState", "MailStore", "MailNet", "MailTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "TransferTests", dependencies: ["Transfer", "SyncState", "MailStore", "MailNet", "MailTestSupport", "ArchiveStore"], swiftSettings: swift6),
         .testTarget(name: "MailferryCLITests", dependencies: [
             "MailferryCLI", "MailTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -97,6 +97,11 @@ public final class IMAPStore: MailStore {
         /// Folders where a MULTIAPPEND was refused this session: their
         /// messages go one APPEND each (see `resendAlone`).
         var unbatched: Set<FolderPath> = []
+        /// The longest keyword the server takes, learned this session from an
+        /// APPEND refused because a keyword was too long (Dovecot's
+        /// `mail_max_keyword_length`): longer keywords are dropped up front,
+        /// so later messages do not pay a refused APPEND first.
+        var maxKeywordLength: Int?
     }
 
     /// APPEND commands sent and messages they carried (more messages than
@@ -447,9 +452,14 @@ public final class IMAPStore: MailStore {
         var dropped: [Flag] = []
         let perm = permanent ?? nil
         let anyKeyword = perm.map { $0.contains(Flag("\\*")) } ?? true
+        let maxKeyword = state.withLockedValue { $0.maxKeywordLength } ?? Int.max
         for f in request.flags.sorted where f != .recent {
             if f.isKeyword {
-                if f.isValidKeyword && (anyKeyword || perm?.contains(f) == true) { flags.append(f) } else { dropped.append(f) }
+                if f.isValidKeyword && (anyKeyword || perm?.contains(f) == true) && f.name.utf8.count <= maxKeyword {
+                    flags.append(f)
+                } else {
+                    dropped.append(f)
+                }
             } else if perm == nil || perm?.contains(f) == true {
                 flags.append(f)
             } else {
@@ -618,16 +628,28 @@ public final class IMAPStore: MailStore {
         let key = hasher.finalize()
         let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
         let logger = self.logger
+        // A message held in memory can go again without its keywords if the
+        // server refuses it for one of them; a streamed one cannot (its bytes
+        // are gone), it fails as before.
+        let keywordsSent = flags.filter(\.isKeyword)
+        let resendable = keywordsSent.isEmpty ? nil : held
         return PendingAppend {
-            let r: CommandResponse
+            var r: CommandResponse
+            var droppedNow = finalDropped
             do {
                 r = try await pending.response(scope: .message)
-            } catch let e as MailError {
-                throw e.with(folder: folder)
+            } catch {
+                guard let resendable, Self.mayBeKeywordRefusal(error) else {
+                    throw (error as? MailError)?.with(folder: folder) ?? error
+                }
+                let left: [Flag]
+                (r, left) = try await self.appendWithoutKeywords(folder: folder, message, bytes: resendable, keywords: keywordsSent,
+                                                                 sourceID: request.sourceID, refusal: error)
+                droppedNow += left
             }
             let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
                                                           folder: folder, logger: logger)
-            return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped)
+            return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: droppedNow)
         }
     }
 
@@ -650,6 +672,66 @@ public final class IMAPStore: MailStore {
     static func isRefusal(_ error: Error) -> Bool {
         guard let e = error as? MailError else { return false }
         return e.scope == .message && e.kind == .refused
+    }
+
+    /// A refusal of a single APPEND that its keywords may have caused: a
+    /// plain NO for this message (not BAD, throttling, quota, a missing
+    /// folder, a lost connection, nor a refusal that asks to try again later).
+    static func mayBeKeywordRefusal(_ error: Error) -> Bool {
+        guard isRefusal(error), let e = error as? MailError else { return false }
+        return !e.retryable
+    }
+
+    /// The server refused one APPEND that carried `keywords` (Dovecot:
+    /// `NO [CANNOT] Keyword length too long`). Sends the same bytes again so
+    /// that the rest of the message still goes through (SPEC: the report
+    /// names the keywords dropped): when the reply says a keyword was too
+    /// long, first without the keywords over Dovecot's default limit (50),
+    /// so short ones such as `$Label1` are kept; if still refused, or the
+    /// reply says nothing of length, with the system flags only. Learns the
+    /// longest keyword the server takes from a length refusal. Returns the
+    /// reply and the keywords left out; throws the last refusal if the
+    /// server will not take the message without its keywords either.
+    func appendWithoutKeywords(folder: FolderPath, _ message: AppendWriter.Message, bytes: ByteBuffer, keywords: [Flag],
+                               sourceID: String?, refusal: Error) async throws -> (CommandResponse, [Flag]) {
+        let text = ((refusal as? MailError)?.message ?? "\(refusal)").lowercased()
+        let aboutLength = text.contains("keyword") && (text.contains("long") || text.contains("length"))
+        if aboutLength, let longest = keywords.map({ $0.name.utf8.count }).max(), longest > 1 {
+            state.withLockedValue { $0.maxKeywordLength = min($0.maxKeywordLength ?? Int.max, longest - 1) }
+        }
+        var attempts: [[Flag]] = []
+        let short = keywords.filter { $0.name.utf8.count <= Self.batchedKeywordLimit }
+        if aboutLength, !short.isEmpty, short.count < keywords.count { attempts.append(short) }
+        attempts.append([])
+        var lastError = refusal
+        for keep in attempts {
+            let left = keywords.filter { !keep.contains($0) }
+            logger.warning("the server refused the message with its keywords; sending it again without some of them",
+                           metadata: ["folder": "\(folder)", "message": "\(sourceID ?? "?")",
+                                      "dropped": "\(left.map(\.name))", "reply": "\(lastError)"])
+            var plain = message
+            plain.flags = message.flags.filter { !$0.isKeyword || keep.contains($0) }
+            await appendLock.lock()
+            let pending: PendingCommand
+            do {
+                await closeOpenBatch()
+                let m = try mailbox(folder)
+                pending = try await connection.beginAppend(to: m, message: plain, body: MessageBody.bytes(bytes))
+                try await connection.endAppend(pending, .finish)
+                state.withLockedValue { $0.appendCommands += 1 }
+                appendLock.unlock()
+            } catch {
+                appendLock.unlock()
+                throw Self.withSource((error as? MailError)?.with(folder: folder) ?? error, sourceID)
+            }
+            do {
+                return (try await pending.response(scope: .message), left)
+            } catch {
+                lastError = error
+                guard Self.mayBeKeywordRefusal(error) else { break }
+            }
+        }
+        throw Self.withSource((lastError as? MailError)?.with(folder: folder) ?? lastError, sourceID)
     }
 
     /// A MULTIAPPEND was refused (NO): the server stored none of it, and one

@@ -63,6 +63,9 @@ public final class FaultProxy: Sendable {
         /// Cuts, stalls and corruptions that actually happened (latency and trickle not counted).
         public var faultsInjected = 0
         public var injected: [String] = []
+        /// Connections turned away above `limitConnections(to:)`, and the most open at once.
+        public var overLimit = 0
+        public var peakOpen = 0
     }
 
     struct Shared {
@@ -71,6 +74,9 @@ public final class FaultProxy: Sendable {
         var refuseCount = 0
         var stats = Statistics()
         var open: [Channel] = []
+        var live = 0
+        var connectionLimit: Int?
+        var limitGreeting: [UInt8] = []
     }
 
     private init(port: Int, upstreamHost: String, upstreamPort: Int, channel: Channel, shared: NIOLockedValueBox<Shared>) {
@@ -106,15 +112,30 @@ public final class FaultProxy: Sendable {
                         s.stats.refused += 1
                         return (true, -1, [])
                     }
+                    if let limit = s.connectionLimit, s.live >= limit {
+                        s.stats.overLimit += 1
+                        return (true, -2, [])
+                    }
                     let index = s.stats.connections
                     s.stats.connections += 1
+                    s.live += 1
+                    s.stats.peakOpen = max(s.stats.peakOpen, s.live)
                     s.open.append(inbound)
                     return (false, index, s.plan(index))
                 }
                 if decision.refuse {
+                    if decision.index == -2 {
+                        // Above the connection limit: the server's last words, then it hangs up.
+                        let greeting = shared.withLockedValue { $0.limitGreeting }
+                        guard !greeting.isEmpty else { return inbound.close() }
+                        return inbound.eventLoop.makeCompletedFuture {
+                            try inbound.pipeline.syncOperations.addHandler(LastWordsHandler(greeting))
+                        }
+                    }
                     // Closed at once, before a byte is read or sent, like an overloaded server.
                     return inbound.close()
                 }
+                inbound.closeFuture.whenComplete { _ in shared.withLockedValue { $0.live -= 1 } }
                 let relay = Relay(client: inbound, faults: decision.faults, shared: shared)
                 return inbound.eventLoop.makeCompletedFuture {
                     try inbound.pipeline.syncOperations.addHandler(
@@ -144,6 +165,16 @@ public final class FaultProxy: Sendable {
     public func refuseConnections(for duration: Duration) {
         let until = NIODeadline.now() + duration.nanosecondsAmount
         shared.withLockedValue { $0.refuseUntil = until }
+    }
+
+    /// At most `limit` proxied connections open at once (nil: no limit). A connection
+    /// above it is sent `greeting` (e.g. Dovecot's `* BYE [UNAVAILABLE] Maximum number
+    /// of connections ...` line) and closed, as a server with a connection limit does.
+    public func limitConnections(to limit: Int?, greeting: String = "") {
+        shared.withLockedValue {
+            $0.connectionLimit = limit
+            $0.limitGreeting = Array(greeting.utf8)
+        }
     }
 
     /// Refuses (accepts and closes at once) the next `count` new connections.
@@ -357,6 +388,19 @@ final class Relay: @unchecked Sendable {
         lanes[.toClient]?.queue.removeAll()
         client.close(promise: nil)
         server?.close(promise: nil)
+    }
+}
+
+/// Says `words` when the connection is up, then hangs up.
+final class LastWordsHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let words: [UInt8]
+    init(_ words: [UInt8]) { self.words = words }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        channel.writeAndFlush(ByteBuffer(bytes: words)).whenComplete { _ in channel.close(promise: nil) }
+        context.fireChannelActive()
     }
 }
 

@@ -48,6 +48,10 @@ public final class MemoryServer: @unchecked Sendable {
         public var refusedKeywords: Set<Flag> = []
         /// Prepends a header to every appended message, as some servers do.
         public var rewriteOnAppend = false
+        /// At most this many sessions open at once: `openSession()` beyond it is
+        /// refused the way Dovecot refuses (`* BYE [UNAVAILABLE] Maximum number of
+        /// connections ... exceeded`) and Gmail (`Too many simultaneous connections`).
+        public var connectionLimit: Int?
         public init() {}
     }
 
@@ -73,6 +77,9 @@ public final class MemoryServer: @unchecked Sendable {
         public var appends = 0
         public var deletes = 0
         public var flagChanges = 0
+        /// Sessions refused above `Faults.connectionLimit`, and the most open at once.
+        public var refusedSessions = 0
+        public var peakOpenSessions = 0
     }
 
     public init(kind: Kind = .imap, name: String = "memory", capabilities: StoreCapabilities? = nil,
@@ -105,11 +112,34 @@ public final class MemoryServer: @unchecked Sendable {
     public var stats: Stats { locked { _stats } }
     public func resetStats() { locked { _stats = Stats() } }
 
-    /// Opens a session.
+    private var openSessions = 0
+
+    /// Opens a session (never refused; see `openSession()`).
     public func makeStore() -> MemoryStore {
-        locked { _stats.sessions += 1 }
+        locked {
+            _stats.sessions += 1
+            openSessions += 1
+            _stats.peakOpenSessions = max(_stats.peakOpenSessions, openSessions)
+        }
         return MemoryStore(server: self)
     }
+
+    /// Opens a session as a client connecting would: refused above `Faults.connectionLimit`.
+    public func openSession() throws -> MemoryStore {
+        try locked {
+            if let limit = _faults.connectionLimit, openSessions >= limit {
+                _stats.refusedSessions += 1
+                throw MailError(.connection, scope: .account, retryable: true,
+                                "\(name): * BYE [UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=\(limit))")
+            }
+        }
+        return makeStore()
+    }
+
+    /// Sessions open now (opened and not yet closed).
+    public var openSessionCount: Int { locked { openSessions } }
+
+    fileprivate func sessionClosed() { locked { openSessions = max(0, openSessions - 1) } }
 
     // MARK: Setting up and inspecting
 
@@ -435,10 +465,11 @@ public final class MemoryStore: MailStore, @unchecked Sendable {
     }
 
     public func close() async throws {
-        let (wasDead, pending): (Bool, [FolderPath: Set<UInt64>]) = lock.withLock {
+        let (wasDead, wasClosed, pending): (Bool, Bool, [FolderPath: Set<UInt64>]) = lock.withLock {
             defer { closed = true; pendingDeletes = [:] }
-            return (dead, pendingDeletes)
+            return (dead, closed, pendingDeletes)
         }
+        if !wasClosed { server.sessionClosed() }
         // A dropped session commits nothing (POP3 without QUIT).
         guard !wasDead else { return }
         for (folder, uids) in pending { server.expunge(uids, folder) }

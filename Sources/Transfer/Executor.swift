@@ -44,6 +44,8 @@ struct Executor: Sendable {
     /// Source folders' message counts as the folder listing gave them (IMAP
     /// LIST-STATUS), for `unchangedSinceLastRun`.
     var sourceCounts = Locked([FolderPath: Int]())
+    /// The job's flow control: told of every message moved (clean progress).
+    var flow: FlowGate? = nil
 
     // MARK: Knowledge
 
@@ -480,6 +482,7 @@ struct Executor: Sendable {
                                 if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
                             }
                             self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
+                            self.flow?.progress(1)
                             window.release()
                         } catch let e as MailError where e.scope == .message {
                             window.release()

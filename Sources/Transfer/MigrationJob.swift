@@ -46,15 +46,17 @@ public struct MigrationJob: Sendable {
     public func run() async throws -> Report {
         let started = Date()
         let effectiveState: any StateStore = options.dryRun ? DryRunStateStore(base: state) : state
-        var control = try await openSessions()
+        let gate = FlowGate(ParallelismController(ceiling: options.parallel, policy: options.throttle))
+        var control = try await openSessions(gate: gate)
         let report = Locked(Report(command: options.command, source: sourceName ?? control.source.location.description,
                                    destination: destinationName ?? control.destination.location.description,
                                    started: started, dryRun: options.dryRun))
-        let executor = Executor(options: options, state: effectiveState, logger: logger,
+        var executor = Executor(options: options, state: effectiveState, logger: logger,
                                 effects: EffectCounter(limit: options.stopAfterEffect), report: report,
                                 progress: ProgressTracker(progress))
+        executor.flow = gate
         do {
-            let plan = try await withRetry("folder list", sessions: &control) { s in
+            let plan = try await withRetry("folder list", sessions: &control, gate: gate) { s in
                 try await planFolders(s, counts: executor.sourceCounts)
             }
             report.with { rep in
@@ -66,7 +68,7 @@ public struct MigrationJob: Sendable {
                 }
             }
             if !options.dryRun { try abandonOpenNonAppends(effectiveState) }
-            let folderReports = try await runPairs(plan.pairs, control: &control, executor: executor)
+            let folderReports = try await runPairs(plan.pairs, control: &control, executor: executor, gate: gate)
             report.with { $0.folders = folderReports }
         } catch {
             await control.close()
@@ -77,9 +79,19 @@ public struct MigrationJob: Sendable {
         } catch {
             throw Self.mapped(error)
         }
+        Self.summarise(gate: gate, pacing: options.pacing, into: report)
         return report.with {
             $0.finished = Date()
             return $0
+        }
+    }
+
+    /// Throttling and pacing figures for the report.
+    static func summarise(gate: FlowGate, pacing: Pacing?, into report: Locked<Report>) {
+        let c = gate.snapshot
+        report.with {
+            $0.throttling = c.throttles + c.connectionRefusals > 0 ? c.summary : nil
+            $0.pacing = pacing.map(\.summary)
         }
     }
 
@@ -87,7 +99,8 @@ public struct MigrationJob: Sendable {
 
     public func verify() async throws -> VerifyReport {
         let started = Date()
-        var control = try await openSessions()
+        let gate = FlowGate(ParallelismController(ceiling: 1, policy: options.throttle))
+        var control = try await openSessions(gate: gate)
         let report = Locked(Report(command: "verify", source: "", destination: "", started: started, dryRun: false))
         let executor = Executor(options: options, state: state, logger: logger, effects: EffectCounter(limit: nil),
                                 report: report, progress: ProgressTracker(progress))
@@ -95,11 +108,11 @@ public struct MigrationJob: Sendable {
                                destination: StoreLocation.redact(destinationName ?? control.destination.location.description),
                                started: started, finished: started, folders: [], headerMatches: [])
         do {
-            let plan = try await withRetry("folder list", sessions: &control) { s in
+            let plan = try await withRetry("folder list", sessions: &control, gate: gate) { s in
                 try await planFolders(s, counts: executor.sourceCounts)
             }
             for pair in plan.pairs {
-                let v = try await withRetry(pair.source.description, sessions: &control) { s in
+                let v = try await withRetry(pair.source.description, sessions: &control, gate: gate) { s in
                     try await Verifier(executor: executor).verify(pair, s)
                 }
                 out.folders.append(.init(source: pair.source.description, destination: pair.destination.description,
@@ -117,7 +130,7 @@ public struct MigrationJob: Sendable {
 
     /// The folder half of the plan, for `mailferry folders`-style previews and tests.
     public func folderPlan() async throws -> FolderPlan {
-        let s = try await openSessions()
+        let s = try await openSessions(gate: FlowGate(ParallelismController(ceiling: 1, policy: options.throttle)))
         do {
             let plan = try await planFolders(s)
             await s.close()
@@ -130,16 +143,31 @@ public struct MigrationJob: Sendable {
 
     // MARK: Internals
 
-    func openSessions() async throws -> Sessions {
+    /// Opens a source session, paced when the job has rate caps.
+    func openSource() async throws -> any MailStore {
+        let src = try await source()
+        return options.pacing?.wrap(src) ?? src
+    }
+
+    /// Opens a pair of sessions. Throttles are waited out under the throttle
+    /// budget; other retryable errors under `retry.maxAttempts`. A worker that
+    /// holds a slot (`holdsSlot`) and is refused while other workers work has
+    /// met the server's connection limit: parallelism drops to what works, and
+    /// the worker waits for a slot before trying again.
+    /// `requeue`: a worker between folders gives its slot back and lets the caller
+    /// put the work back (`ConnectionLimitReached`) rather than wait holding it.
+    func openSessions(gate: FlowGate, holdsSlot: Bool = false, requeue: Bool = false) async throws -> Sessions {
         var attempt = 1
+        var throttleStreak = 0
         while true {
+            let generation = gate.generation
             do {
                 // Both logins at once: a run opens a pair per worker.
                 let destination = self.destination
                 async let dst = destination()
                 let src: any MailStore
                 do {
-                    src = try await source()
+                    src = try await openSource()
                 } catch {
                     if let d = try? await dst { try? await d.close() }
                     throw error
@@ -150,11 +178,34 @@ public struct MigrationJob: Sendable {
                     try? await src.close()
                     throw error
                 }
-            } catch let e as MailError where options.retry.shouldRetry(e, attempt: attempt) {
-                let d = options.retry.delay(after: attempt, error: e, random: Double.random(in: 0..<1))
+            } catch let e as MailError where e.retryable || e.kind == .throttled {
+                if holdsSlot, gate.connectionRefused() {
+                    guard gate.spend(waiting: 0) else { throw e }
+                    let limit = gate.snapshot.limit
+                    logger.notice("a connection was refused while \(gate.inUse - 1) other worker(s) work (\(e)); parallelism lowered to \(limit)")
+                    gate.release()
+                    if requeue { throw ConnectionLimitReached() }
+                    try await gate.acquire()
+                    try await options.retry.sleep(options.retry.delay(after: 1, error: MailError(.connection, scope: .account, ""),
+                                                                      random: Double.random(in: 0..<1)))
+                    continue
+                }
+                let d: Double
+                if e.kind == .throttled {
+                    throttleStreak += 1
+                    gate.throttled(generation: generation)
+                    d = options.retry.delay(after: throttleStreak, error: e, random: Double.random(in: 0..<1))
+                    guard gate.spend(waiting: d) else {
+                        logger.error("cannot open the stores (\(e)); the throttle budget is spent")
+                        throw e
+                    }
+                } else {
+                    guard options.retry.shouldRetry(e, attempt: attempt) else { throw e }
+                    d = options.retry.delay(after: attempt, error: e, random: Double.random(in: 0..<1))
+                    attempt += 1
+                }
                 logger.warning("cannot open the stores (\(e)); trying again in \(String(format: "%.1f", d)) s")
                 try await options.retry.sleep(d)
-                attempt += 1
             }
         }
     }
@@ -181,30 +232,56 @@ public struct MigrationJob: Sendable {
     }
 
     /// Runs `body`, and on errors that may pass (dropped connection, throttling)
-    /// reopens the sessions and runs it again, with backoff.
-    func withRetry<T: Sendable>(_ what: String, sessions: inout Sessions,
+    /// reopens the sessions and runs it again, with backoff. Failures count
+    /// against `retry.maxAttempts`; throttles against the throttle budget, and
+    /// each lowers the job's parallelism: a worker holding a slot above the new
+    /// limit closes its sessions and waits for a slot before going on.
+    func withRetry<T: Sendable>(_ what: String, sessions: inout Sessions, gate: FlowGate, holdsSlot: Bool = false,
                                 _ body: (Sessions) async throws -> T) async throws -> T {
         var attempt = 1
+        var throttleStreak = 0
         while true {
+            let generation = gate.generation
             do {
                 try Task.checkCancellation()
                 return try await body(sessions)
+            } catch let e as MailError where e.kind == .throttled {
+                throttleStreak += 1
+                gate.throttled(generation: generation)
+                let d = options.retry.delay(after: throttleStreak, error: e, random: Double.random(in: 0..<1))
+                guard gate.spend(waiting: d) else {
+                    logger.error("\(what): \(e); the throttle budget is spent")
+                    throw e
+                }
+                let limit = gate.snapshot.limit
+                logger.warning("\(what): \(e); waiting \(String(format: "%.1f", d)) s (parallelism now \(limit))")
+                if holdsSlot, gate.shouldYield {
+                    await sessions.close()
+                    gate.release()
+                    try await options.retry.sleep(d)
+                    try await gate.acquire()
+                    sessions = try await openSessions(gate: gate, holdsSlot: true)
+                } else {
+                    try await options.retry.sleep(d)
+                    if e.scope >= .account {
+                        await sessions.close()
+                        sessions = try await openSessions(gate: gate, holdsSlot: holdsSlot)
+                    }
+                }
             } catch let e as MailError where options.retry.shouldRetry(e, attempt: attempt) {
                 let d = options.retry.delay(after: attempt, error: e, random: Double.random(in: 0..<1))
                 logger.warning("\(what): \(e); retrying in \(String(format: "%.1f", d)) s (attempt \(attempt + 1) of \(options.retry.maxAttempts))")
                 try await options.retry.sleep(d)
                 attempt += 1
-                if e.kind != .throttled || e.scope >= .account {
-                    await sessions.close()
-                    sessions = try await openSessions()
-                }
+                await sessions.close()
+                sessions = try await openSessions(gate: gate, holdsSlot: holdsSlot)
             }
         }
     }
 
     /// Folder pairs grouped by destination folder (pairs into one folder run
     /// one after the other, so dedupe by key holds), spread over workers.
-    func runPairs(_ pairs: [FolderPair], control: inout Sessions, executor: Executor) async throws -> [FolderReport] {
+    func runPairs(_ pairs: [FolderPair], control: inout Sessions, executor: Executor, gate: FlowGate) async throws -> [FolderReport] {
         var groups: [[FolderPair]] = []
         var index: [FolderPath: Int] = [:]
         for p in pairs {
@@ -221,23 +298,73 @@ public struct MigrationJob: Sendable {
         let first = control
         let job = self
         let finalControl = Locked<Sessions?>(nil)
+        // Worker 0 inherits the control sessions, so it takes its slot now: open
+        // connections and slots must agree for connection limits to be read right.
+        let firstHolds = gate.tryAcquire()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for w in 0..<workers {
                 group.addTask {
-                    var sessions = w == 0 ? first : try await job.openSessions()
+                    // Worker 0 starts with the control sessions; the others open their own once they have work.
+                    var sessions: Sessions? = w == 0 ? first : nil
+                    var holding = w == 0 && firstHolds
+                    func finish() async {
+                        // Connections closed before the slot is given back, so that the
+                        // next holder never meets them at the server's connection limit.
+                        if w == 0 { finalControl.with { $0 = sessions } } else { await sessions?.close() }
+                        if holding { gate.release() }
+                        holding = false
+                    }
                     do {
-                        while let (gi, g) = queue.with({ $0.isEmpty ? nil : $0.removeFirst() }) {
+                        while true {
+                            if !holding {
+                                if !gate.tryAcquire() {
+                                    // No idle connections while waiting: they count against the server's limit.
+                                    await sessions?.close()
+                                    sessions = nil
+                                    try await gate.acquire()
+                                }
+                                holding = true
+                            }
+                            guard let (gi, g) = queue.with({ $0.isEmpty ? nil : $0.removeFirst() }) else { break }
+                            var s: Sessions
+                            if let open = sessions {
+                                s = open
+                            } else {
+                                do {
+                                    s = try await job.openSessions(gate: gate, holdsSlot: true, requeue: true)
+                                } catch is ConnectionLimitReached {
+                                    // Over the server's connection limit: the work goes back to the
+                                    // queue for a worker that has connections, and this one waits.
+                                    queue.with { $0.insert((gi, g), at: 0) }
+                                    holding = false
+                                    continue
+                                }
+                            }
+                            sessions = s
                             var reps: [FolderReport] = []
                             for pair in g {
-                                reps.append(try await job.runPair(pair, sessions: &sessions, executor: executor))
+                                reps.append(try await job.runPair(pair, sessions: &s, executor: executor, gate: gate))
+                                sessions = s
                             }
                             results.with { $0[gi] = reps }
+                            if gate.shouldYield {
+                                // Parallelism was lowered: give the slot and the connections back.
+                                await s.close()
+                                sessions = nil
+                                gate.release()
+                                holding = false
+                            }
                         }
                     } catch {
-                        if w == 0 { finalControl.with { $0 = sessions } } else { await sessions.close() }
+                        await finish()
                         throw error
                     }
-                    if w == 0 { finalControl.with { $0 = sessions } } else { try await sessions.closeAfterSuccess() }
+                    if w != 0, let s = sessions {
+                        // A destination that writes on close (an archive) reports its errors here.
+                        sessions = nil
+                        do { try await s.closeAfterSuccess() } catch { await finish(); throw error }
+                    }
+                    await finish()
                 }
             }
             try await group.waitForAll()
@@ -248,11 +375,11 @@ public struct MigrationJob: Sendable {
 
     /// One pair: copy (with retries), verify, delete verified source messages.
     /// A failure that ends the pair is reported; failures that end the run are thrown.
-    func runPair(_ pair: FolderPair, sessions: inout Sessions, executor: Executor) async throws -> FolderReport {
+    func runPair(_ pair: FolderPair, sessions: inout Sessions, executor: Executor, gate: FlowGate) async throws -> FolderReport {
         let fr = Locked(FolderReport(source: pair.source.description, destination: pair.destination.description))
         let copied = Locked(Set<MessageID>())
         do {
-            let unchanged = try await withRetry(pair.source.description, sessions: &sessions) { s in
+            let unchanged = try await withRetry(pair.source.description, sessions: &sessions, gate: gate, holdsSlot: true) { s in
                 try await executor.copyPair(pair, s, folderReport: fr, copiedThisRun: copied)
             }
             if !options.dryRun, options.verify || options.deleteSource {
@@ -262,7 +389,7 @@ public struct MigrationJob: Sendable {
                     // (Deleting from the source always waits for a listing of its own.)
                     v = Verifier(executor: executor).verify(pair, resolved: unchanged)
                 } else {
-                    v = try await withRetry(pair.source.description, sessions: &sessions) { s in
+                    v = try await withRetry(pair.source.description, sessions: &sessions, gate: gate, holdsSlot: true) { s in
                         try await Verifier(executor: executor).verify(pair, s)
                     }
                 }
@@ -282,6 +409,8 @@ public struct MigrationJob: Sendable {
                     try await deleteVerified(pair, v.verified, sessions: &sessions, executor: executor, report: fr)
                 }
             }
+            // A folder finished: clean progress for the flow control (a failed one is not).
+            gate.progress(1)
         } catch let e as MailError where e.scope <= .folder || (e.scope == .account && e.retryable) {
             logger.error("\(pair.source): \(e)")
             fr.with { $0.failed += 1 }
@@ -302,7 +431,7 @@ public struct MigrationJob: Sendable {
                 // POP3: DELE takes effect at QUIT; close now so the deletion is
                 // committed in the session that verified it.
                 try await sessions.source.close()
-                sessions.source = try await source()
+                sessions.source = try await openSource()
             }
             try executor.effects.did("delete \(ids.count) in source \(folder)")
             try state.complete(seq, JournalOutcome(.confirmed))
@@ -318,6 +447,9 @@ public struct MigrationJob: Sendable {
         return error
     }
 }
+
+/// A worker between folders met the server's connection limit and gave its slot back.
+struct ConnectionLimitReached: Error {}
 
 /// For `--dry-run`: reads go to the real state, writes stay in memory and
 /// are thrown away, so a dry run writes nothing anywhere.

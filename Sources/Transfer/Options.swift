@@ -23,6 +23,10 @@ public struct MigrationOptions: Sendable {
     /// Appends in flight per folder (pipelining window).
     public var appendWindow: Int
     public var retry: RetryPolicy
+    /// Throttles: their own budget, and how parallelism falls and recovers.
+    public var throttle: ThrottlePolicy
+    /// `--max-bytes-per-second` / `--max-messages-per-second`: paces reads from the source.
+    public var pacing: Pacing?
     /// Test hook: stop the run, as a crash would, right after effect number n
     /// (1-based) has been carried out and before it is confirmed in the state.
     public var stopAfterEffect: Int?
@@ -32,7 +36,7 @@ public struct MigrationOptions: Sendable {
     public init(selection: FolderSelection = FolderSelection(), deleteSource: Bool = false, dryRun: Bool = false,
                 parallel: Int = 1, propagateFlags: Bool = false, propagateDeletions: Bool = false, verify: Bool = true,
                 appendWindow: Int = 8, retry: RetryPolicy = RetryPolicy(), stopAfterEffect: Int? = nil,
-                command: String = "migrate") {
+                command: String = "migrate", throttle: ThrottlePolicy = ThrottlePolicy(), pacing: Pacing? = nil) {
         self.selection = selection
         self.deleteSource = deleteSource
         self.dryRun = dryRun
@@ -42,6 +46,8 @@ public struct MigrationOptions: Sendable {
         self.verify = verify
         self.appendWindow = max(1, appendWindow)
         self.retry = retry
+        self.throttle = throttle
+        self.pacing = pacing
         self.stopAfterEffect = stopAfterEffect
         self.command = command
     }
@@ -50,6 +56,8 @@ public struct MigrationOptions: Sendable {
 /// Retries for errors that say trying again may help: exponential backoff with
 /// jitter, and the server's own wait when it throttles (RFC 5530
 /// `[UNAVAILABLE]`, `[THROTTLED]`, Office 365's "Suggested Backoff Time").
+/// `maxAttempts` bounds failures; throttles are waited out under
+/// `MigrationOptions.throttle` instead.
 public struct RetryPolicy: Sendable {
     public var maxAttempts: Int
     public var baseDelay: Double

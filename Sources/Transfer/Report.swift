@@ -24,6 +24,10 @@ public struct Report: Codable, Sendable {
     public var settledFromCrash: Int
     /// The plan, for `--dry-run`.
     public var plan: [PlannedAction]?
+    /// How throttling shaped the run (nil when no server throttled or refused a connection).
+    public var throttling: Throttling?
+    /// Waits imposed by `--max-bytes-per-second` / `--max-messages-per-second` (nil without a cap).
+    public var pacing: Pacing?
 
     public struct Failure: Codable, Sendable, Hashable {
         public var folder: String
@@ -59,6 +63,8 @@ public struct Report: Codable, Sendable {
         self.droppedKeywords = []
         self.settledFromCrash = 0
         self.plan = nil
+        self.throttling = nil
+        self.pacing = nil
     }
 
     public var totals: FolderReport {

@@ -62,7 +62,9 @@ final class FakeIMAPServer: Sendable {
         }
 
         /// Answers the usual session set-up until `stopAt` (a command name) arrives; returns that command.
+        /// `permanentFlags` is what SELECT reports (`\\*` lets keywords be created).
         func standardSession(caps: String = "IMAP4rev1 LITERAL+ UIDPLUS ID ENABLE NAMESPACE AUTH=PLAIN",
+                             permanentFlags: String = "\\Seen \\Deleted",
                              stopAt: Set<String>) async throws -> (tag: String, name: String, line: String)? {
             while let c = try await readCommand() {
                 if stopAt.contains(c.name) { return c }
@@ -75,7 +77,7 @@ final class FakeIMAPServer: Sendable {
                 case "NAMESPACE": try await send("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n\(c.tag) OK done\r\n")
                 case "LIST": try await send("* LIST (\\HasNoChildren) \"/\" INBOX\r\n\(c.tag) OK done\r\n")
                 case "SELECT", "EXAMINE":
-                    try await send("* 3 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 4] n\r\n* OK [PERMANENTFLAGS (\\Seen \\Deleted)] p\r\n\(c.tag) OK [READ-WRITE] done\r\n")
+                    try await send("* 3 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n* OK [UIDNEXT 4] n\r\n* OK [PERMANENTFLAGS (\(permanentFlags))] p\r\n\(c.tag) OK [READ-WRITE] done\r\n")
                 case "LOGOUT": try await send("* BYE bye\r\n\(c.tag) OK done\r\n"); return nil
                 case "NOOP": try await send("\(c.tag) OK done\r\n")
                 default: try await send("\(c.tag) BAD unknown\r\n")

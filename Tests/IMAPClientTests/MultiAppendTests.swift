@@ -76,39 +76,62 @@ struct DovecotMultiAppendTests {
     }
 
     /// Dovecot refuses a keyword longer than `mail_max_keyword_length` (50
-    /// by default). Inside a MULTIAPPEND it answers NO mid-command and reads
-    /// the rest of the batch as commands, so such a message goes alone: it
-    /// fails with Dovecot's own words, the batches around it are stored.
-    @Test func aMessageWithAKeywordDovecotRefusesFailsAloneAndTheSessionStaysInStep() async throws {
+    /// by default): `NO [CANNOT] Keyword length too long`. Inside a
+    /// MULTIAPPEND it answers NO mid-command and reads the rest of the batch
+    /// as commands, so such a message goes alone; refused, it goes once more
+    /// without its keywords (SPEC: the rest of the message still goes
+    /// through, the report names the keyword dropped). The session learns
+    /// the limit: a later message with a keyword as long loses it up front.
+    @Test func aKeywordDovecotRefusesIsDroppedAndTheMessageStoredWithoutIt() async throws {
         let f = try DovecotFixture.shared()
         let account = f.makeUser(prefix: "longkw")
         let store = try await DovecotIMAPTests.open(f, .startTLS, account,
                                                     options: IMAPStoreOptions(multiAppendMessages: 10, multiAppendLinger: .milliseconds(200)))
         defer { Task { try? await store.close() } }
         let poison = 4
+        let later = 7
         let longKeyword = Flag(String(repeating: "k", count: 60))
+        let otherLong = Flag(String(repeating: "q", count: 60))
+        let label = Flag("$Label1")
         #expect(longKeyword.isValidKeyword)
+        func flags(_ i: Int) -> Flags {
+            i == poison ? [longKeyword, label, .flagged] : i == later ? [otherLong] : [.seen]
+        }
         var pending: [PendingAppend] = []
         for i in 0..<10 {
-            pending.append(try await store.append(to: .inbox, AppendRequest(flags: i == poison ? [longKeyword] : [.seen], sourceID: "\(i)"),
+            pending.append(try await store.append(to: .inbox, AppendRequest(flags: flags(i), sourceID: "\(i)"),
                                                   body: .bytes(Self.message(i))))
-        }
-        var stored: [Int: MessageID] = [:]
-        var failed: [Int: MailError] = [:]
-        for (i, p) in pending.enumerated() {
-            do {
-                stored[i] = try #require(try await p.result().id, "message \(i) has no UID")
-            } catch let e as MailError {
-                failed[i] = e
+            if i == poison {
+                // Confirmed before the next long keyword comes: the limit is learned by then.
+                _ = try? await pending[poison].result()
             }
         }
-        #expect(failed.keys.sorted() == [poison], "\(failed)")
-        #expect(failed[poison]?.scope == .message)
-        #expect(failed[poison]?.folder == .inbox)
-        #expect(failed[poison]?.message.lowercased().contains("keyword") == true, "\(String(describing: failed[poison]))")
+        var stored: [Int: MessageID] = [:]
+        var results: [Int: AppendResult] = [:]
+        for (i, p) in pending.enumerated() {
+            let r = try await p.result()
+            results[i] = r
+            stored[i] = try #require(r.id, "message \(i) has no UID")
+        }
+        #expect(stored.count == 10)
+        // Refused with its keywords, the message went again with its system flags only.
+        // Dovecot said the keyword was too long: the short one is kept.
+        #expect(results[poison]?.droppedFlags == [longKeyword], "\(String(describing: results[poison]))")
+        #expect(results[later]?.droppedFlags == [otherLong], "\(String(describing: results[later]))")
+        for i in 0..<10 where i != poison && i != later { #expect(results[i]?.droppedFlags == [], "message \(i)") }
         #expect(store.appendCounts.commands < 10, "the others were batched: \(store.appendCounts)")
         let listing = try await store.listMessages(in: .inbox)
-        #expect(listing.messages.count == 9)
+        #expect(listing.messages.count == 10)
+        let byID = Dictionary(listing.messages.map { ($0.id, $0.flags) }, uniquingKeysWith: { a, _ in a })
+        let poisonID = try #require(stored[poison])
+        let laterID = try #require(stored[later])
+        let firstID = try #require(stored[0])
+        let poisonFlags = try #require(byID[poisonID])
+        #expect(poisonFlags.contains(.flagged))
+        #expect(!poisonFlags.contains(longKeyword))
+        #expect(poisonFlags.contains(label))
+        #expect(byID[laterID]?.contains(otherLong) == false)
+        #expect(byID[firstID]?.contains(.seen) == true)
         let bodies = Bodies()
         _ = try await store.fetchMessages(Array(stored.values), in: .inbox) { info, body in bodies.set(info.id, try await body.collect()) }
         for (i, id) in stored { #expect(bodies.get(id) == Self.message(i), "UID \(id) holds message \(i)") }
@@ -425,6 +448,115 @@ struct FakeMultiAppendTests {
         #expect(reads[4].headers.first?.contains("(\\Seen)") == true, "\(String(describing: reads[4].headers))")
         #expect(store.appendCounts.commands == 13)
         #expect(store.appendCounts.messages == 12)
+        try await store.close()
+    }
+
+    /// A server that refuses (as Dovecot does) any APPEND whose flag list
+    /// holds a keyword over 50 characters, and stores the rest.
+    static func keywordLimitServer(seen: NIOLockedValueBox<[ReadAppend]>) async throws -> FakeIMAPServer {
+        try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            var next = 1
+            while let c = try await s.standardSession(caps: Self.caps, permanentFlags: "\\Seen \\Deleted \\*", stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
+                let words = (a.headers.first ?? "").split(whereSeparator: { " ()".contains($0) })
+                if words.contains(where: { $0.count > 50 && !$0.hasPrefix("{") }) {
+                    try await s.send("\(c.tag) NO [CANNOT] Keyword length too long\r\n")
+                } else {
+                    try await s.send("\(c.tag) OK [APPENDUID 42 \(next)] done\r\n")
+                    next += 1
+                }
+            }
+        }
+    }
+
+    @Test
+    func aSingleAppendRefusedForAKeywordGoesAgainWithoutIt() async throws {
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
+        let server = try await Self.keywordLimitServer(seen: seen)
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 1))
+        let long = Flag(String(repeating: "k", count: 60))
+        let otherLong = Flag(String(repeating: "q", count: 55))
+        let label = Flag("$Label1")
+        let first = try await store.append(to: .inbox, AppendRequest(flags: [.seen, long, label], sourceID: "a"),
+                                           body: .bytes(Self.body(0)))
+        let r0 = try await first.result()
+        #expect(r0.id?.rawValue == "1")
+        #expect(r0.droppedFlags == [long], "the report names the keyword dropped: \(r0.droppedFlags)")
+        // The session learned that 60 is too long; 55 is not known to be, so it pays a refusal too.
+        let second = try await store.append(to: .inbox, AppendRequest(flags: [otherLong], sourceID: "b"), body: .bytes(Self.body(1)))
+        let r1 = try await second.result()
+        #expect(r1.id?.rawValue == "2")
+        #expect(r1.droppedFlags == [otherLong])
+        // Now the limit is under 55: a keyword as long is dropped up front, one APPEND only.
+        let third = try await store.append(to: .inbox, AppendRequest(flags: [Flag(String(repeating: "z", count: 58)), .seen], sourceID: "c"),
+                                           body: .bytes(Self.body(2)))
+        let r2 = try await third.result()
+        #expect(r2.id?.rawValue == "3")
+        #expect(r2.droppedFlags == [Flag(String(repeating: "z", count: 58))])
+
+        let reads = seen.withLockedValue { $0 }
+        #expect(reads.count == 5, "\(reads.map(\.headers))")
+        guard reads.count == 5 else { return }
+        #expect(reads[0].headers[0].contains(long.name))
+        // Sent again: same bytes, system flags and the short keyword kept.
+        #expect(!reads[1].headers[0].contains(long.name))
+        #expect(reads[1].headers[0].contains("\\Seen"), "\(reads[1].headers)")
+        #expect(reads[1].headers[0].contains("$Label1"), "\(reads[1].headers)")
+        #expect(reads[1].bodies == [Self.body(0)])
+        #expect(reads[2].headers[0].contains(otherLong.name))
+        #expect(!reads[3].headers[0].contains(otherLong.name))
+        #expect(reads[3].bodies == [Self.body(1)])
+        #expect(!reads[4].headers[0].contains("zzzz"))
+        #expect(reads[4].headers[0].contains("\\Seen"))
+        #expect(store.appendCounts.commands == 5)
+        try await store.close()
+    }
+
+    @Test
+    func aRefusalNotCausedByKeywordsIsNotSentAgain() async throws {
+        // NO for a message without keywords: never retried. NO for one with
+        // keywords: sent once more without them, then it fails with the
+        // server's words. NO [OVERQUOTA] (the account, not the message): not retried.
+        let seen = NIOLockedValueBox<[ReadAppend]>([])
+        let server = try await FakeIMAPServer.start { s in
+            try await s.send("* OK ready\r\n")
+            while let c = try await s.standardSession(caps: Self.caps, permanentFlags: "\\Seen \\Deleted \\*", stopAt: ["APPEND"]) {
+                guard let a = try await Self.readAppend(s, c.line) else { return }
+                seen.withLockedValue { $0.append(a) }
+                if a.bodies.contains(where: { String(decoding: $0, as: UTF8.self).contains("m2") }) {
+                    try await s.send("\(c.tag) NO [OVERQUOTA] Quota exceeded\r\n")
+                } else {
+                    try await s.send("\(c.tag) NO Message refused by policy\r\n")
+                }
+            }
+        }
+        defer { Task { await server.stop() } }
+        let store = try await open(server, IMAPStoreOptions(multiAppendMessages: 1))
+        let e0 = await mailError {
+            _ = try await store.append(to: .inbox, AppendRequest(flags: [.seen], sourceID: "p0"), body: .bytes(Self.body(0))).result()
+        }
+        #expect(e0?.kind == .refused)
+        #expect(e0?.message.contains("refused by policy") == true, "\(String(describing: e0))")
+        #expect(seen.withLockedValue { $0.count } == 1)
+
+        let e1 = await mailError {
+            _ = try await store.append(to: .inbox, AppendRequest(flags: [Flag("$Work")], sourceID: "p1"), body: .bytes(Self.body(1))).result()
+        }
+        #expect(e1?.kind == .refused)
+        #expect(e1?.messageID == "p1")
+        #expect(e1?.folder == .inbox)
+        let reads = seen.withLockedValue { $0 }
+        #expect(reads.count == 3, "one retry without the keyword: \(reads.map(\.headers))")
+        #expect(reads.last.map { !$0.headers[0].contains("$Work") } == true)
+
+        let e2 = await mailError {
+            _ = try await store.append(to: .inbox, AppendRequest(flags: [Flag("$Work")], sourceID: "p2"), body: .bytes(Self.body(2))).result()
+        }
+        #expect(e2?.scope == .account, "\(String(describing: e2))")
+        #expect(seen.withLockedValue { $0.count } == 4, "quota is not retried")
         try await store.close()
     }
 

@@ -85,18 +85,3 @@ import MailModel
         #expect(LogRedaction.protocolLine("* OK IMAP4rev1 ready") == "* OK IMAP4rev1 ready")
     }
 }
-
-
-@Suite struct RateLimiterTests {
-    @Test func tokenBucketPacesToTheRate() async {
-        let l = RateLimiter(perSecond: 100)
-        // A burst of one second's worth goes at once…
-        #expect(await l.reserve(100, now: 0) == 0)
-        // …then each unit costs 1/100 s.
-        #expect(abs(await l.reserve(50, now: 0) - 0.5) < 1e-9)
-        // After waiting, the debt is paid and the bucket refills, up to the burst.
-        #expect(await l.reserve(10, now: 10) == 0)
-        #expect(await l.reserve(90, now: 10) == 0)
-        #expect(abs(await l.reserve(1, now: 10) - 0.01) < 1e-9)
-    }
-}

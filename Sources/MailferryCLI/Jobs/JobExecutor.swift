@@ -10,7 +10,9 @@ import Transfer
 /// lock), runs the transfer engine with a progress callback, and turns its
 /// report into the exit code and a few lines for a human.
 enum JobExecutor {
-    static func run(_ job: JobSpec, logger: Logger, progress: ProgressRenderer) async throws -> JobResult {
+    /// `pacingClock` is the clock the rate caps wait on (tests pass a virtual one).
+    static func run(_ job: JobSpec, logger: Logger, progress: ProgressRenderer,
+                    pacingClock: any PacingClock = SystemPacingClock()) async throws -> JobResult {
         // Archive options: what the archive side is, and how it is opened.
         var fromArchive = ArchiveOptions(readOnly: true)
         var toArchive = ArchiveOptions()
@@ -43,8 +45,7 @@ enum JobExecutor {
         defer { if let standIn { try? FileManager.default.removeItem(atPath: standIn) } }
 
         let source = try await StoreFactory.prepare(job.from, side: .from, access: .read, logger: logger,
-                                                    archiveOptions: fromArchive,
-                                                    bytesPerSecond: job.maxBytesPerSecond, messagesPerSecond: job.maxMessagesPerSecond)
+                                                    archiveOptions: fromArchive)
         let destinationAccess: StoreOpener.Access = job.kind == .verify || (job.dryRun && standIn == nil) ? .read : .write
         let destination = try await StoreFactory.prepare(destinationEndpoint, side: .to, access: destinationAccess, logger: logger,
                                                          archiveOptions: job.dryRun && standIn == nil ? ArchiveOptions(readOnly: true) : toArchive)
@@ -57,6 +58,11 @@ enum JobExecutor {
         options.dryRun = job.dryRun
         options.command = job.kind.rawValue
         options.parallel = job.parallel
+        if job.maxBytesPerSecond != nil || job.maxMessagesPerSecond != nil {
+            // One set of limiters for the whole job, shared by every source session.
+            options.pacing = Pacing(bytesPerSecond: job.maxBytesPerSecond.map(Double.init),
+                                    messagesPerSecond: job.maxMessagesPerSecond, clock: pacingClock)
+        }
         if job.kind == .backup {
             // An archive records flag changes and deletions seen on the source.
             options.propagateFlags = true
@@ -133,6 +139,18 @@ enum JobExecutor {
         if r.failures.count > 20 { lines.append("  … and \(r.failures.count - 20) more (see --report FILE.json)") }
         for d in r.droppedKeywords.prefix(5) {
             lines.append("  note: \(d.folder) message \(d.sourceID): the destination refused the keyword \(d.keyword); the message went through without it")
+        }
+        if let t = r.throttling {
+            var note = "  note: the servers throttled \(t.throttles) time(s)"
+            if t.connectionRefusals > 0 { note += " and refused \(t.connectionRefusals) connection(s) above their limit" }
+            note += String(format: "; waited %.1f s", t.waitedSeconds)
+            if t.lowestParallel < t.requestedParallel {
+                note += "; parallelism lowered from \(t.requestedParallel) to \(t.lowestParallel) (\(t.finalParallel) at the end)"
+            }
+            lines.append(note)
+        }
+        if let p = r.pacing, p.bytesWaitSeconds + p.messagesWaitSeconds > 0 {
+            lines.append(String(format: "  note: rate caps held the transfer back %.1f s", max(p.bytesWaitSeconds, p.messagesWaitSeconds)))
         }
         if !r.headerMatches.isEmpty {
             lines.append("  note: \(r.headerMatches.count) message(s) matched by Message-ID, Date and From because the destination rewrites messages (listed in the report)")

@@ -23,18 +23,11 @@ struct StoreOpener: Sendable {
     let credentials: Credentials?
     let archiveOptions: ArchiveOptions
     let logger: Logger
-    /// Source-side pacing (`--max-bytes-per-second`, `--max-messages-per-second`).
-    let bytesLimit: RateLimiter?
-    let messagesLimit: RateLimiter?
 
-    /// Opens a new session.
+    /// Opens a new session. (Rate caps are applied by the transfer engine: `MigrationOptions.pacing`.)
     func open() async throws -> any MailStore {
         do {
-            let store = try await openUnthrottled()
-            if bytesLimit != nil || messagesLimit != nil {
-                return ThrottledStore(store, bytes: bytesLimit, messages: messagesLimit)
-            }
-            return store
+            return try await openUnthrottled()
         } catch {
             throw StoreFactory.annotate(error, side: side)
         }
@@ -61,8 +54,7 @@ struct StoreOpener: Sendable {
 enum StoreFactory {
     /// Reads credentials and checks local paths; makes no connection yet.
     static func prepare(_ endpoint: EndpointSpec, side: Side, access: StoreOpener.Access, logger: Logger,
-                        archiveOptions: ArchiveOptions = ArchiveOptions(),
-                        bytesPerSecond: Int64? = nil, messagesPerSecond: Double? = nil) async throws -> StoreOpener {
+                        archiveOptions: ArchiveOptions = ArchiveOptions()) async throws -> StoreOpener {
         var settings: ConnectionSettings?
         var credentials: Credentials?
         if let account = endpoint.location.account {
@@ -86,9 +78,7 @@ enum StoreFactory {
             }
         }
         return StoreOpener(endpoint: endpoint, side: side, access: access, settings: settings, credentials: credentials,
-                           archiveOptions: archiveOptions, logger: logger,
-                           bytesLimit: bytesPerSecond.map { RateLimiter(perSecond: Double($0)) },
-                           messagesLimit: messagesPerSecond.map { RateLimiter(perSecond: $0) })
+                           archiveOptions: archiveOptions, logger: logger)
     }
 
     /// Opens one session for `body` and closes it after.
