@@ -31,6 +31,10 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var greetingDone = false
     private var failed: MailError?
     private var readPaused = false
+    /// The deadline already passed once while reading was paused for a slow
+    /// consumer; if the consumer still has not caught up at the next one, it
+    /// never will (it gave up on its data) and the connection is failed.
+    private var pausedDeadlineSpent = false
     private var pendingRead = false
     /// After STARTTLS was accepted and until TLS is in place, every inbound byte is dropped.
     private var discardUntilTLS = false
@@ -127,6 +131,11 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
             if case .write(let b) = action {
                 let p = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(wrapOutboundOut(b), promise: p)
+                // Bytes the peer took are progress: the deadline counts from here.
+                p.futureResult.whenSuccess { [weak self] in
+                    guard let self, let ctx = self.context else { return }
+                    self.armDeadline(context: ctx, waitingFor: "a reply")
+                }
                 future = p.futureResult
             }
         }
@@ -158,6 +167,7 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
     func resumeReading() {
         guard readPaused, let context else { return }
         readPaused = false
+        pausedDeadlineSpent = false
         if pendingRead {
             pendingRead = false
             context.read()
@@ -201,7 +211,10 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
             case .untagged(let u, let id):
                 if let id, let sink = sinks[id] { _ = sink.push(.untagged(u)) }
             case .fetch(let ev, let id):
-                if let id, let sink = sinks[id], sink.push(.fetch(ev)) { readPaused = true }
+                if let id, let sink = sinks[id], sink.push(.fetch(ev)), !readPaused {
+                    readPaused = true
+                    pausedDeadlineSpent = false
+                }
             case .continuation(let id, let text):
                 _ = sinks[id]?.push(.continuation(text))
             case .readyForBody(let id):
@@ -272,8 +285,23 @@ final class IMAPChannelHandler: ChannelDuplexHandler, @unchecked Sendable {
         let handler = self
         deadlineTask = context.eventLoop.scheduleTask(in: timeout.timeAmount) {
             guard let ctx = handler.context else { return }
-            // A caller that is slow to consume is not the server's fault.
-            if handler.readPaused || handler.discardUntilTLS { return }
+            // The TLS handshake after STARTTLS has its own deadline, which closes the channel.
+            if handler.discardUntilTLS { return }
+            if handler.readPaused {
+                // A caller that is slow to consume is not the server's fault: it
+                // gets one more period. One that took nothing for that long has
+                // stopped taking (it gave up on a stream it left unread), and with
+                // reading paused every later reply would be waited for forever.
+                if !handler.pausedDeadlineSpent {
+                    handler.pausedDeadlineSpent = true
+                    handler.armDeadline(context: ctx, waitingFor: what)
+                    return
+                }
+                handler.logger.debug("reading stayed paused past the deadline", metadata: ["host": "\(host)"])
+                handler.fail(deadlineError(host: host, waitingFor: "the caller to take the data read so far (reading was paused)",
+                                           after: timeout), context: ctx)
+                return
+            }
             handler.logger.debug("response deadline passed", metadata: ["host": "\(host)"])
             handler.fail(deadlineError(host: host, waitingFor: what, after: timeout), context: ctx)
         }

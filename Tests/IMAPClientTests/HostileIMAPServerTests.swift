@@ -194,4 +194,38 @@ struct HostileIMAPServerTests {
         #expect(!server.received.joined().contains { $0.contains("LOGIN") || $0.contains("secret") })
         await server.stop()
     }
+
+    /// A caller that stops taking a FETCH stream it left unread (its reading
+    /// paused above the high-water mark) must not leave the connection waiting
+    /// forever: every later reply would sit unread behind the paused socket, and
+    /// the response deadline used to excuse a paused reader for ever. Now the
+    /// paused reader gets one more deadline, then the connection fails with a
+    /// retryable connection error and whatever waits on it ends.
+    @Test func abandonedStreamWithReadingPausedEndsAtTheDeadline() async throws {
+        let size = 4096 * 64
+        let server = try await ScriptedServer.start([
+            .sendLine(Self.greeting),
+            .expectLine(#"\S+ UID FETCH"#),
+            .send("* 1 FETCH (UID 1 BODY[] {\(size)}\r\n"),
+            .sendRepeated(Array(repeating: UInt8(ascii: "x"), count: 4096), count: 64),
+            .send(")\r\n$tag OK done\r\n"),
+            .expectLine(#"\S+ NOOP"#),
+            .sendLine("$tag OK noop"),
+            .stall,
+        ])
+        let c = try await IMAPConnection.open(settings: settings(server, timeout: .milliseconds(500)),
+                                              options: IMAPClientOptions(streamHighWater: 16 * 1024), logger: Self.logger)
+        let fetch = c.submit(.command(.uidFetch(SequenceSet(numbers: [1]), [.uid, .body(.complete, peek: true)])))
+        // Take a little of the stream, then leave it (as a caller does whose destination failed).
+        var sawBytes = false
+        while !sawBytes {
+            if case .fetch(.streamingBytes) = try await fetch.sink.next() { sawBytes = true }
+        }
+        let e = await mailError { _ = try await c.execute(.noop, scope: .account) }
+        #expect(e?.kind == .connection, "\(String(describing: e))")
+        #expect(e?.retryable == true, "\(String(describing: e))")
+        #expect(e?.message.contains("reading was paused") == true, "\(String(describing: e))")
+        await c.logout()
+        await server.stop()
+    }
 }

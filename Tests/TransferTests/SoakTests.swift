@@ -361,11 +361,8 @@ struct SoakTests {
             try await archive.close()
             (backup.messagesAtEnd, backup.equal) = Self.compare(want, inArchive, seed: seed, what: "backup")
             print(backup)
-            // Known defect found by this soak: after some stalls a round waits past every
-            // deadline until its connections drop. Tracked in the issue 9 closing note.
-            withKnownIssue("a stalled connection can leave a round waiting past its deadlines", isIntermittent: true) {
-                #expect(migrate.hangsRescued + backup.hangsRescued == 0, "seed \(seed): \(migrate.hangsRescued) + \(backup.hangsRescued) round(s) hung until their connections were dropped")
-            }
+            // Every wait has a deadline: no round may need the watchdog to drop its connections.
+            #expect(migrate.hangsRescued + backup.hangsRescued == 0, "seed \(seed): \(migrate.hangsRescued) + \(backup.hangsRescued) round(s) hung until their connections were dropped")
             #expect(migrate.faults + backup.faults >= knobs.faultRounds, "the proxies injected faults: \(migrate) / \(backup)")
             try? FileManager.default.removeItem(atPath: stateDir)
         }
