@@ -1,3 +1,4 @@
+import Foundation
 import MailModel
 import NIOCore
 
@@ -109,13 +110,76 @@ public struct AppendResult: Sendable, Hashable {
 
 /// An append whose bytes have been handed over but whose confirmation may
 /// still be on its way (IMAP pipelining). Await `result()` to learn the outcome.
+///
+/// The confirmation is waited for once: later calls, and calls made while
+/// the first still waits, get the same outcome. A store's wait may send
+/// again (IMAP re-sends a message refused for its keywords), so running it
+/// twice could store a message twice, and its reply can be read only once.
 public struct PendingAppend: Sendable {
-    private let wait: @Sendable () async throws -> AppendResult
+    private let outcome: Outcome
 
-    public init(_ wait: @escaping @Sendable () async throws -> AppendResult) { self.wait = wait }
-    public static func done(_ r: AppendResult) -> PendingAppend { PendingAppend { r } }
+    public init(_ wait: @escaping @Sendable () async throws -> AppendResult) { outcome = Outcome(wait) }
+    public static func done(_ r: AppendResult) -> PendingAppend { PendingAppend(outcome: Outcome(done: .success(r))) }
 
-    public func result() async throws -> AppendResult { try await wait() }
+    private init(outcome: Outcome) { self.outcome = outcome }
+
+    public func result() async throws -> AppendResult { try await outcome.value() }
+
+    /// The wait, run by the first caller; everyone else gets its result.
+    private final class Outcome: @unchecked Sendable {
+        private enum State {
+            case idle(@Sendable () async throws -> AppendResult)
+            case waiting([CheckedContinuation<AppendResult, Error>])
+            case done(Result<AppendResult, Error>)
+        }
+
+        private let lock = NSLock()
+        private var state: State
+
+        init(_ wait: @escaping @Sendable () async throws -> AppendResult) { state = .idle(wait) }
+        init(done: Result<AppendResult, Error>) { state = .done(done) }
+
+        func value() async throws -> AppendResult {
+            enum Turn { case result(Result<AppendResult, Error>), wait, run(@Sendable () async throws -> AppendResult) }
+            let turn: Turn = lock.withLock {
+                switch state {
+                case .done(let r): return .result(r)
+                case .waiting: return .wait
+                case .idle(let wait):
+                    state = .waiting([])
+                    return .run(wait)
+                }
+            }
+            switch turn {
+            case .result(let r):
+                return try r.get()
+            case .wait:
+                return try await withCheckedThrowingContinuation { c in
+                    let done: Result<AppendResult, Error>? = lock.withLock {
+                        switch state {
+                        case .waiting(var list):
+                            list.append(c)
+                            state = .waiting(list)
+                            return nil
+                        case .done(let r): return r
+                        case .idle: return .failure(CancellationError())
+                        }
+                    }
+                    if let done { c.resume(with: done) }
+                }
+            case .run(let wait):
+                let r: Result<AppendResult, Error>
+                do { r = .success(try await wait()) } catch { r = .failure(error) }
+                let waiters: [CheckedContinuation<AppendResult, Error>] = lock.withLock {
+                    defer { state = .done(r) }
+                    if case .waiting(let list) = state { return list }
+                    return []
+                }
+                for w in waiters { w.resume(with: r) }
+                return try r.get()
+            }
+        }
+    }
 }
 
 /// How `setFlags` changes flags.
