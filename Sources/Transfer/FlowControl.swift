@@ -70,13 +70,15 @@ public struct ParallelismController: Sendable, Hashable {
         set(max(1, limit / 2))
     }
 
-    /// A connection (or its greeting or login) was refused while `others`
-    /// connections of this job work: the server's limit is `others`.
-    /// Returns false when nobody else works: then it is not a connection limit.
+    /// `connections` connections (or their greetings or logins) of one
+    /// worker's pair were refused while `others` workers of this job work: the
+    /// server's limit is `others`. Returns false when nobody else works: then it
+    /// is not a connection limit. One pair lowers the limit once, however many
+    /// of its connections were refused; the report counts connections.
     @discardableResult
-    public mutating func connectionRefused(others: Int) -> Bool {
+    public mutating func connectionRefused(others: Int, connections: Int = 1) -> Bool {
         guard others > 0 else { return false }
-        connectionRefusals += 1
+        connectionRefusals += max(1, connections)
         cleanProgress = 0
         set(max(1, min(limit, others)))
         return true
@@ -134,6 +136,8 @@ final class FlowGate: @unchecked Sendable {
     private var nextWaiter = 0
     private var waiters: [(id: Int, c: CheckedContinuation<Void, Error>)] = []
     private var cancelled = Set<Int>()
+    private var opening = false
+    private var openingWaiters: [CheckedContinuation<Void, Never>] = []
 
     init(_ controller: ParallelismController) { self.controller = controller }
 
@@ -198,9 +202,50 @@ final class FlowGate: @unchecked Sendable {
 
     func throttled(generation: Int) { lock.withLock { controller.throttled(generation: generation) } }
 
-    /// A connection refused while other workers hold slots: the caller holds one too.
-    func connectionRefused() -> Bool {
-        lock.withLock { controller.connectionRefused(others: active - 1) }
+    /// `connections` connections of the caller's pair refused while other
+    /// workers hold slots: the caller holds one too.
+    func connectionRefused(connections: Int = 1) -> Bool {
+        lock.withLock { controller.connectionRefused(others: active - 1, connections: connections) }
+    }
+
+    /// Runs `body` (opening one worker's pair of sessions) when no other
+    /// worker is opening one. Two pairs opening at once against servers with a
+    /// connection limit can each win one side and lose the other, so both fail
+    /// although the server had room for one of them, and the limit would be
+    /// read lower than it is. Within a pair both logins still go at once.
+    /// The wait is bounded: whoever holds the turn is inside a login, and every
+    /// login has a deadline.
+    func withOpeningTurn<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        await takeOpeningTurn()
+        defer { passOpeningTurn() }
+        try Task.checkCancellation()
+        return try await body()
+    }
+
+    private func takeOpeningTurn() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            lock.lock()
+            if opening {
+                openingWaiters.append(c)
+                lock.unlock()
+            } else {
+                opening = true
+                lock.unlock()
+                c.resume()
+            }
+        }
+    }
+
+    private func passOpeningTurn() {
+        lock.lock()
+        if openingWaiters.isEmpty {
+            opening = false
+            lock.unlock()
+        } else {
+            let next = openingWaiters.removeFirst()
+            lock.unlock()
+            next.resume()
+        }
     }
 
     func spend(waiting seconds: Double) -> Bool { lock.withLock { controller.spend(waiting: seconds) } }

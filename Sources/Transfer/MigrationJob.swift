@@ -161,25 +161,18 @@ public struct MigrationJob: Sendable {
         var throttleStreak = 0
         while true {
             let generation = gate.generation
+            var refusedConnections = 1
             do {
-                // Both logins at once: a run opens a pair per worker.
-                let destination = self.destination
-                async let dst = destination()
-                let src: any MailStore
-                do {
-                    src = try await openSource()
-                } catch {
-                    if let d = try? await dst { try? await d.close() }
-                    throw error
-                }
-                do {
-                    return Sessions(source: src, destination: try await dst)
-                } catch {
-                    try? await src.close()
-                    throw error
+                // Both logins of the pair at once; one pair at a time (see FlowGate.withOpeningTurn).
+                let opened = try await gate.withOpeningTurn { try await self.openPair() }
+                switch opened {
+                case .success(let s): return s
+                case .failure(let e, let refused):
+                    refusedConnections = refused
+                    throw e
                 }
             } catch let e as MailError where e.retryable || e.kind == .throttled {
-                if holdsSlot, gate.connectionRefused() {
+                if holdsSlot, gate.connectionRefused(connections: refusedConnections) {
                     guard gate.spend(waiting: 0) else { throw e }
                     let limit = gate.snapshot.limit
                     logger.notice("a connection was refused while \(gate.inUse - 1) other worker(s) work (\(e)); parallelism lowered to \(limit)")
@@ -208,6 +201,53 @@ public struct MigrationJob: Sendable {
                 try await options.retry.sleep(d)
             }
         }
+    }
+
+    enum PairOpening: Sendable {
+        case success(Sessions)
+        /// `refused`: how many of the two connections failed in a way a retry
+        /// may cure (refused, dropped, throttled).
+        case failure(MailError, refused: Int)
+    }
+
+    /// Opens source and destination at once. When either fails the other is
+    /// closed; the error reported is one a retry cannot cure if there is one
+    /// (a wrong password), else the source's.
+    func openPair() async throws -> PairOpening {
+        let destination = self.destination
+        async let dst = Self.outcome { try await destination() }
+        let src = await Self.outcome { try await self.openSource() }
+        let d = await dst
+        switch (src, d) {
+        case let (.success(s), .success(d)):
+            return .success(Sessions(source: s, destination: d))
+        case let (.success(s), .failure(e)):
+            try? await s.close()
+            return try Self.pairFailure([e])
+        case let (.failure(e), .success(d)):
+            try? await d.close()
+            return try Self.pairFailure([e])
+        case let (.failure(e1), .failure(e2)):
+            return try Self.pairFailure([e1, e2])
+        }
+    }
+
+    private static func outcome<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+        do { return .success(try await body()) } catch { return .failure(error) }
+    }
+
+    /// Errors that are not `MailError`s (cancellation) are thrown as they are.
+    private static func pairFailure(_ errors: [any Error]) throws -> PairOpening {
+        var mail: [MailError] = []
+        for e in errors {
+            guard let m = e as? MailError else { throw e }
+            mail.append(m)
+        }
+        let passing = mail.filter { $0.retryable || $0.kind == .throttled }
+        if let fatal = mail.first(where: { !($0.retryable || $0.kind == .throttled) }) {
+            return .failure(fatal, refused: passing.count)
+        }
+        return .failure(mail[0], refused: passing.count)
     }
 
     /// `counts`, when given, gets the source folders' message counts (IMAP
