@@ -121,14 +121,10 @@ import Testing
     @Test func droppedConnectionsMidFetchAndMidAppendAreRetriedAndRecovered() async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var sf = src.faults
-        sf.dropFetches = 2
-        sf.dropAfterBytes = 150
-        src.faults = sf
-        var df = dst.faults
-        df.dropAppends = 2
-        df.dropAfterBytes = 200
-        dst.faults = df
+        src.faults.dropFetches = 2
+        src.faults.dropAfterBytes = 150
+        dst.faults.dropAppends = 2
+        dst.faults.dropAfterBytes = 200
         let sleeps = SleepLog()
         let report = try await job(src, dst, state: MemoryStateStore(), sleeps: sleeps).run()
         #expect(report.exitCode == 0, "\(report.failures)")
@@ -147,10 +143,8 @@ import Testing
     @Test func throttlingIsHonouredWithTheServersWait() async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var df = dst.faults
-        df.throttles = 2
-        df.throttleRetryAfter = 7.5
-        dst.faults = df
+        dst.faults.throttles = 2
+        dst.faults.throttleRetryAfter = 7.5
         let sleeps = SleepLog()
         let report = try await job(src, dst, state: MemoryStateStore(), sleeps: sleeps).run()
         #expect(report.exitCode == 0)
@@ -173,9 +167,7 @@ import Testing
     @Test func aRetryableErrorThatNeverPassesFailsTheFolderNotTheRun() async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var df = dst.faults
-        df.dropAppends = 1000
-        dst.faults = df
+        dst.faults.dropAppends = 1000
         let report = try await job(src, dst, state: MemoryStateStore(), options: MigrationOptions(retry: RetryPolicy(maxAttempts: 3))).run()
         #expect(report.exitCode == 1)
         #expect(report.folders.count == 5)
@@ -185,10 +177,8 @@ import Testing
     @Test func aRefusedMessageIsReportedAndTheRunGoesOn() async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var df = dst.faults
-        df.refuseAppend = { bytes in String(decoding: bytes, as: UTF8.self).contains("message 4") }
-        df.refusedKeywords = [Flag("$Forwarded")]
-        dst.faults = df
+        dst.faults.refuseAppend = { bytes in String(decoding: bytes, as: UTF8.self).contains("message 4") }
+        dst.faults.refusedKeywords = [Flag("$Forwarded")]
         let report = try await job(src, dst, state: MemoryStateStore()).run()
         #expect(report.exitCode == 1)
         #expect(report.failures.count == 1)
@@ -295,9 +285,7 @@ import Testing
         src.add(makeMessage(2, messageID: false))
         let dst = MemoryServer(kind: .imap, name: "exchange",
                                capabilities: StoreCapabilities.localTree.union([.appendReturnsID, .rewritesMessages]))
-        var df = dst.faults
-        df.rewriteOnAppend = true
-        dst.faults = df
+        dst.faults.rewriteOnAppend = true
         // Another tool already copied message 1 (rewritten) and message 2 (no Message-ID).
         dst.add(Array("X-Rewritten-By: other\r\n".utf8) + makeMessage(1))
         dst.add(Array("X-Rewritten-By: other\r\n".utf8) + makeMessage(2, messageID: false))

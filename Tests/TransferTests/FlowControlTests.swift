@@ -191,12 +191,8 @@ struct ThrottledJobTests {
     @Test func connectionLimitOfTwoWithParallelFourFinishesAndReportsTheReduction() async throws {
         let src = Self.manyFolders("limited-src")
         let dst = MemoryServer(kind: .imap, name: "limited-dst", firstUIDValidity: 9000)
-        var sf = src.faults
-        sf.connectionLimit = 2
-        src.faults = sf
-        var df = dst.faults
-        df.connectionLimit = 2
-        dst.faults = df
+        src.faults.connectionLimit = 2
+        dst.faults.connectionLimit = 2
 
         let report = try await Self.run(src, dst, parallel: 4)
         #expect(report.exitCode == 0, "\(report.failures)")
@@ -219,9 +215,7 @@ struct ThrottledJobTests {
     @Test func parallelismComesBackAfterCleanProgressAndProbesTheLimitAgain() async throws {
         let src = Self.manyFolders("probe-src")
         let dst = MemoryServer(kind: .imap, name: "probe-dst", firstUIDValidity: 9000)
-        var df = dst.faults
-        df.connectionLimit = 2
-        dst.faults = df
+        dst.faults.connectionLimit = 2
         let report = try await Self.run(src, dst, parallel: 4, throttle: ThrottlePolicy(increaseAfter: 5))
         #expect(report.exitCode == 0, "\(report.failures)")
         #expect(report.totals.copied == 80)
@@ -236,10 +230,8 @@ struct ThrottledJobTests {
     @Test func manyMoreThrottlesThanRetryAttemptsStillFinish() async throws {
         let src = Self.manyFolders("long-throttle-src")
         let dst = MemoryServer(kind: .imap, name: "long-throttle-dst", firstUIDValidity: 9000)
-        var df = dst.faults
-        df.throttles = 20
-        df.throttleRetryAfter = 30
-        dst.faults = df
+        dst.faults.throttles = 20
+        dst.faults.throttleRetryAfter = 30
         let sleeps = SleepLog()
         let report = try await Self.run(src, dst, parallel: 3, sleeps: sleeps)
         #expect(report.exitCode == 0, "\(report.failures)")
@@ -257,10 +249,8 @@ struct ThrottledJobTests {
     @Test func aThrottleThatNeverEndsSpendsTheBudgetAndFails() async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var df = dst.faults
-        df.throttles = 1_000_000
-        df.throttleRetryAfter = 60
-        dst.faults = df
+        dst.faults.throttles = 1_000_000
+        dst.faults.throttleRetryAfter = 60
         let sleeps = SleepLog()
         do {
             _ = try await Self.run(src, dst, parallel: 2, throttle: ThrottlePolicy(budgetSeconds: 600), sleeps: sleeps)
@@ -277,9 +267,7 @@ struct ThrottledJobTests {
     @Test func aThrottleThatNeverEndsMidCopyFailsTheFolders() async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var df = dst.faults
-        df.refuseAppend = { _ in false }
-        dst.faults = df
+        dst.faults.refuseAppend = { _ in false }
         let sleeps = SleepLog()
         var o = MigrationOptions(parallel: 2)
         o.throttle = ThrottlePolicy(budgetSeconds: 100)

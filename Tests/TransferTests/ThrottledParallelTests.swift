@@ -13,16 +13,12 @@ struct ThrottledParallelTests {
     func throttledRunFinishesLikeAnUnthrottledOne(parallel: Int) async throws {
         let src = populatedSource()
         let dst = emptyDestination()
-        var df = dst.faults
         // Consecutive throttles share RetryPolicy.maxAttempts (5) with other retryable
         // errors: 2 + 2 may all land on one operation and still pass.
-        df.throttles = 2
-        df.throttleRetryAfter = 2.5
-        dst.faults = df
-        var sf = src.faults
-        sf.throttles = 2
-        sf.throttleRetryAfter = 1.5
-        src.faults = sf
+        dst.faults.throttles = 2
+        dst.faults.throttleRetryAfter = 2.5
+        src.faults.throttles = 2
+        src.faults.throttleRetryAfter = 1.5
         let sleeps = SleepLog()
         let report = try await job(src, dst, state: MemoryStateStore(), options: MigrationOptions(parallel: parallel),
                                    sleeps: sleeps).run()
