@@ -151,18 +151,18 @@ fuzz-pop3:
 #   make test-asan     AddressSanitizer over the whole suite
 #   make test-tsan     ThreadSanitizer over the whole suite
 #   SANITIZER_TEST_FLAGS='--filter IMAPCoreTests' make test-asan   a subset
-# Under ASan the flat-memory tests (200 MB archive, 50 MB POP3) fail their RSS
-# bounds: ASan's shadow memory and quarantine, not a leak. Skip them with
-#   SANITIZER_TEST_FLAGS='--skip "twoHundredMegabyteMessageStaysFlat|fiftyMegabytesStreamWithFlatMemory"'
-SANITIZER_TEST_FLAGS ?=
+# Under a sanitizer, shadow memory and quarantine multiply RSS: the flat-memory
+# tests (200 MB archive, 50 MB POP3/IMAP) still move and compare every byte but
+# do not check their RSS bounds (MAILFERRY_SANITIZER, see MemoryBounds).
+SANITIZER_TEST_FLAGS ?= --no-parallel
 .PHONY: test-asan test-tsan
 test-asan: deps
 	$(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address $(SWIFT_BUILD_FLAGS)
-	ASAN_OPTIONS=detect_leaks=0:$${ASAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-asan -Xswiftc -sanitize=address $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
+	MAILFERRY_SANITIZER=address ASAN_OPTIONS=detect_leaks=0:$${ASAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-asan -Xswiftc -sanitize=address $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
 
 test-tsan: deps
 	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS)
-	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/scripts/tsan.supp:$${TSAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
+	MAILFERRY_SANITIZER=thread TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/scripts/tsan.supp:$${TSAN_OPTIONS:-} $(SWIFT) test --skip-build --scratch-path .build-tsan -Xswiftc -sanitize=thread $(SWIFT_BUILD_FLAGS) $(SANITIZER_TEST_FLAGS)
 
 # libFuzzer runs (issue 9): scripts/fuzz.sh builds each entry point in Fuzz/<Target>/
 # with the sources under test and runs it for FUZZ_SECONDS over its committed seeds.
