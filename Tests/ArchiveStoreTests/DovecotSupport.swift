@@ -15,20 +15,7 @@ enum MailferryBinary {
         var seconds: Double
     }
 
-    /// `MAILFERRY_BIN`, else next to the test bundle (SwiftPM puts both in one bin folder).
-    static let path: String? = {
-        let fm = FileManager.default
-        if let b = ProcessInfo.processInfo.environment["MAILFERRY_BIN"], fm.isExecutableFile(atPath: b) { return b }
-        var candidates: [URL] = []
-        let exe = URL(fileURLWithPath: (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        var dir = exe.deletingLastPathComponent()
-        for _ in 0..<4 {
-            candidates.append(dir.appendingPathComponent("mailferry"))
-            dir = dir.deletingLastPathComponent()
-        }
-        for b in Bundle.allBundles { candidates.append(b.bundleURL.deletingLastPathComponent().appendingPathComponent("mailferry")) }
-        return candidates.first { fm.isExecutableFile(atPath: $0.path) && !$0.hasDirectoryPath }?.path
-    }()
+    static var path: String? { MailferryExecutable.path }
 
     /// Runs mailferry with `args` in a minimal environment plus `env`; fails the test
     /// when it does not end within `timeout` seconds.
@@ -40,31 +27,10 @@ enum MailferryBinary {
         defer { try? FileManager.default.removeItem(atPath: timeFile) }
         let timeTool = "/usr/bin/time"
         let useTime = FileManager.default.isExecutableFile(atPath: timeTool)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: useTime ? timeTool : binary)
-        p.arguments = useTime ? ["-o", timeFile, "-f", "%M %e", binary] + args : args
-        var e = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
-                 "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/tmp",
-                 "XDG_STATE_HOME": NSTemporaryDirectory() + "mailferry-test-state"]
-        e.merge(env) { $1 }
-        p.environment = e
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
         let started = Date()
-        try p.run()
-        let box = OutputBox()
-        let group = DispatchGroup()
-        let oh = out.fileHandleForReading, eh = err.fileHandleForReading
-        DispatchQueue.global().async(group: group) { box.set(out: oh.readDataToEndOfFile()) }
-        DispatchQueue.global().async(group: group) { box.set(err: eh.readDataToEndOfFile()) }
-        if group.wait(timeout: .now() + timeout) == .timedOut {
-            p.terminate()
-            _ = group.wait(timeout: .now() + 5)
-            Issue.record("mailferry \(args.first ?? "") did not finish within \(timeout)s")
-        }
-        p.waitUntilExit()
+        let o = try MailferryExecutable.run(useTime ? timeTool : binary, useTime ? ["-o", timeFile, "-f", "%M %e", binary] + args : args,
+                                            env: MailferryExecutable.environment(env), timeout: timeout)
+        if o.timedOut { Issue.record("mailferry \(args.first ?? "") did not finish within \(timeout)s") }
         var rss = 0
         var seconds = Date().timeIntervalSince(started)
         if useTime, let text = try? String(contentsOfFile: timeFile, encoding: .utf8),
@@ -75,16 +41,7 @@ enum MailferryBinary {
                 seconds = Double(parts[1]) ?? seconds
             }
         }
-        return Result(status: p.terminationStatus, stdout: box.out, stderr: box.err, maxRSSKiB: rss, seconds: seconds)
-    }
-
-    final class OutputBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var o = Data(), e = Data()
-        func set(out: Data) { lock.lock(); o = out; lock.unlock() }
-        func set(err: Data) { lock.lock(); e = err; lock.unlock() }
-        var out: String { lock.lock(); defer { lock.unlock() }; return String(decoding: o, as: UTF8.self) }
-        var err: String { lock.lock(); defer { lock.unlock() }; return String(decoding: e, as: UTF8.self) }
+        return Result(status: o.status, stdout: o.stdout, stderr: o.stderr, maxRSSKiB: rss, seconds: seconds)
     }
 }
 

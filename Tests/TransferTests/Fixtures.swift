@@ -86,3 +86,21 @@ func snapshot(_ s: MemoryServer) -> [String: [String]] {
 func tempStatePath() -> String {
     NSTemporaryDirectory() + "mailferry-transfer-\(UUID().uuidString)/job.sqlite"
 }
+
+/// Every message of every selectable folder of `store` as "folder key flags",
+/// sorted: what two stores must agree on after a migration (bytes by key, flags).
+func contents(of store: any MailStore) async throws -> [String] {
+    var out: [String] = []
+    for f in try await store.folders() where f.selectable {
+        let l = try await store.listMessages(in: f.path)
+        let keys = Locked([String]())
+        _ = try await store.fetchMessages(l.messages.map(\.id), in: f.path) { info, body in
+            var h = MessageHasher()
+            for try await c in body { c.withUnsafeReadableBytes { h.update($0) } }
+            let k = h.finalize()
+            keys.with { $0.append("\(f.path) \(k.hex) \(info.flags)") }
+        }
+        out += keys.get
+    }
+    return out.sorted()
+}

@@ -20,20 +20,7 @@ private func maildirJob(_ src: String, _ dst: String, state: any StateStore) -> 
 }
 
 private func keysByFolder(_ root: String) async throws -> [String] {
-    let store = try MaildirStore(root: root, create: false)
-    var out: [String] = []
-    for f in try await store.folders() where f.selectable {
-        let l = try await store.listMessages(in: f.path)
-        let keys = Locked([String]())
-        _ = try await store.fetchMessages(l.messages.map(\.id), in: f.path) { info, body in
-            var h = MessageHasher()
-            for try await c in body { c.withUnsafeReadableBytes { h.update($0) } }
-            let k = h.finalize()
-            keys.with { $0.append("\(f.path) \(k.hex) \(info.flags)") }
-        }
-        out += keys.get
-    }
-    return out.sorted()
+    try await contents(of: MaildirStore(root: root, create: false))
 }
 
 /// Runs in a child process: one migration, which the parent kills at a random point.
@@ -86,6 +73,13 @@ func childProcessForKillTest() async throws {
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()
+            // The random point is counted from when the child has opened its
+            // state (a loaded machine can take seconds to start a test process),
+            // so that the kills land in the middle of work, not before it.
+            let started = Date()
+            while p.isRunning, !FileManager.default.fileExists(atPath: statePath), Date().timeIntervalSince(started) < 60 {
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
             let delay = Double.random(in: 0.1...0.6, using: &rng)
             try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
             if p.isRunning {

@@ -26,23 +26,6 @@ private func localJob(_ src: String, _ dst: String, dstKind: String = "maildir",
                         options: o, state: state, logger: logger)
 }
 
-/// Every message of every folder, as (folder, key) pairs, sorted.
-private func contents(_ store: any MailStore) async throws -> [String] {
-    var out: [String] = []
-    for f in try await store.folders() where f.selectable {
-        let l = try await store.listMessages(in: f.path)
-        let keys = Locked([String]())
-        _ = try await store.fetchMessages(l.messages.map(\.id), in: f.path) { info, body in
-            var h = MessageHasher()
-            for try await c in body { c.withUnsafeReadableBytes { h.update($0) } }
-            let k = h.finalize()
-            keys.with { $0.append("\(f.path) \(k.short) \(info.flags)") }
-        }
-        out += keys.get
-    }
-    return out.sorted()
-}
-
 private func fill(_ root: String, _ messages: [(FolderPath, [UInt8], Flags)]) async throws {
     let store = try MaildirStore(root: root, create: true)
     for (f, bytes, flags) in messages {
@@ -77,8 +60,8 @@ private func fill(_ root: String, _ messages: [(FolderPath, [UInt8], Flags)]) as
         // Byte-exact: every source key is in the same destination folder, once per folder.
         let srcStore = try MaildirStore(root: src, create: false)
         let dstStore: any MailStore = kind == "mbox" ? try MboxStore(root: dst, create: false) : try MaildirStore(root: dst, create: false)
-        let want = try await contents(srcStore)
-        let got = try await contents(dstStore)
+        let want = try await contents(of: srcStore)
+        let got = try await contents(of: dstStore)
         let wantKeys = Set(want.map { $0.components(separatedBy: " ").dropLast().joined(separator: " ") })
         let gotKeys = got.map { $0.components(separatedBy: " ").dropLast().joined(separator: " ") }
         #expect(Set(gotKeys) == wantKeys)
@@ -105,7 +88,7 @@ private func fill(_ root: String, _ messages: [(FolderPath, [UInt8], Flags)]) as
         let refDst = tempRoot("crash-ref")
         let refState = MemoryStateStore()
         _ = try await localJob(src, refDst, state: refState).run()
-        let expected = try await contents(try MaildirStore(root: refDst, create: false))
+        let expected = try await contents(of: try MaildirStore(root: refDst, create: false))
         let effects = try refState.journal().count
         #expect(effects >= 9)
 
@@ -123,7 +106,7 @@ private func fill(_ root: String, _ messages: [(FolderPath, [UInt8], Flags)]) as
             defer { state.close() }
             let report = try await localJob(src, dst, state: state).run()
             #expect(report.exitCode == 0, "n=\(n)")
-            #expect(try await contents(try MaildirStore(root: dst, create: false)) == expected, "n=\(n)")
+            #expect(try await contents(of: try MaildirStore(root: dst, create: false)) == expected, "n=\(n)")
             try? FileManager.default.removeItem(atPath: dst)
         }
     }
