@@ -19,12 +19,18 @@ public enum MailferryExecutable {
         return candidates.first { fm.isExecutableFile(atPath: $0.path) && !$0.hasDirectoryPath }?.path
     }()
 
-    /// A minimal environment (PATH, HOME, a temporary XDG_STATE_HOME) plus
+    /// The default state folder of the runs this test process starts: its
+    /// own, so that two test runs on one machine (CI beside a developer's
+    /// run) never meet at a job's state lock.
+    public static let stateHome: String = FileManager.default.temporaryDirectory
+        .appendingPathComponent("mailferry-test-state-\(getpid())").path
+
+    /// A minimal environment (PATH, HOME, this process's XDG_STATE_HOME) plus
     /// `extra`, so that the developer's own variables do not leak in.
     public static func environment(_ extra: [String: String]) -> [String: String] {
         var e = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
                  "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/tmp",
-                 "XDG_STATE_HOME": FileManager.default.temporaryDirectory.appendingPathComponent("mailferry-test-state").path]
+                 "XDG_STATE_HOME": stateHome]
         e.merge(extra) { $1 }
         return e
     }
