@@ -124,6 +124,10 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         var keywordLetters: [String: Int] = [:]
         var newKeywords: [(keyword: String, letter: Int)] = []
         var touched = false
+        /// False while the catalog holds no message at all (a first backup):
+        /// then a new message needs no catalog lookup to know it is new. Only
+        /// this run adds messages (it holds the writers' lock).
+        var catalogHoldsMessages = true
     }
 
     struct KeySize: Hashable { var key: MessageKey; var size: Int64 }
@@ -162,6 +166,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                              nextFolder: try catalog.counter("next_folder"),
                              nextVolume: try catalog.counter("next_volume"))
         for f in try catalog.folders() { state.folderIDs[f.path] = f.id }
+        state.catalogHoldsMessages = try catalog.holdsMessages()
         state.keywordLetters = try catalog.keywordLetters()
     }
 
@@ -658,8 +663,10 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
             _ = ensureFolder(folder, &s)
             // Looked up under the lock: parallel appenders share this run.
-            let existing = try s.newMessageIDs[KeySize(key: key, size: spool.size)]
-                ?? catalog.message(key: key, size: spool.size)
+            var existing = s.newMessageIDs[KeySize(key: key, size: spool.size)]
+            if existing == nil, s.catalogHoldsMessages {
+                existing = try catalog.message(key: key, size: spool.size)
+            }
             let messageID: Int64
             if let existing {
                 messageID = existing
@@ -843,6 +850,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 "deletions": "\(s.deletions.count)",
             ])
             // What is committed is read from the catalog from now on.
+            if !messages.isEmpty { state.catalogHoldsMessages = true }
             state.sealed = []
             state.newFolders = []
             state.newLocations = []

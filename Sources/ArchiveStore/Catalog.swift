@@ -208,6 +208,13 @@ final class Catalog: @unchecked Sendable {
         }
     }
 
+    /// Whether any message is stored (a new archive holds none).
+    func holdsMessages() throws -> Bool {
+        try wrap("counting messages") {
+            try db.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM messages)") ?? true }
+        }
+    }
+
     func message(key: MessageKey, size: Int64) throws -> Int64? {
         try wrap("looking up a key") {
             try db.read { db in
@@ -303,9 +310,13 @@ final class Catalog: @unchecked Sendable {
         return FolderPath(components: c)
     }
 
+    /// One encoder for every row (making one per row cost more than the
+    /// encoding); `encode` keeps no state between calls.
+    nonisolated(unsafe) private static let encoder = JSONEncoder()
+
     static func encodeHeaders(_ h: HeaderSummary?) -> String? {
         guard let h else { return nil }
-        return try? String(decoding: JSONEncoder().encode(h), as: UTF8.self)
+        return try? String(decoding: encoder.encode(h), as: UTF8.self)
     }
 
     static func decodeHeaders(_ s: String?) -> HeaderSummary? {
@@ -314,7 +325,7 @@ final class Catalog: @unchecked Sendable {
     }
 
     static func encodeFlags(_ f: Flags) -> String {
-        (try? String(decoding: JSONEncoder().encode(f), as: UTF8.self)) ?? "[]"
+        (try? String(decoding: encoder.encode(f), as: UTF8.self)) ?? "[]"
     }
 
     static func decodeFlags(_ s: String) -> Flags? {

@@ -63,6 +63,13 @@ final class Spool {
         }
     }
 
+    /// Runs `body` on the whole message when it is held in memory (nil when
+    /// it went to the spool file).
+    func withMemoryBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T? {
+        guard fd < 0 else { return nil }
+        return try memory.withUnsafeBytes { try body($0) }
+    }
+
     /// Restarts reading from the first byte.
     func rewind() { readOffset = 0 }
 
@@ -160,7 +167,10 @@ final class VolumeBuilder {
         case .maildir:
             let path = VolumeLayout.maildirEntry(folder: folder, messageRow: messageRow, key: key, size: spool.size,
                                                  date: date, flags: flags, keywordLetters: keywordLetters)
-            try writer.addFile(path, size: spool.size, mtime: date) { try spool.read(into: $0) }
+            let inMemory: Void? = try spool.withMemoryBytes { try writer.addFile(path, contiguous: $0, mtime: date) }
+            if inMemory == nil {
+                try writer.addFile(path, size: spool.size, mtime: date) { try spool.read(into: $0) }
+            }
             record = MessageRecord(id: messageRow, key: key, size: spool.size, volumeID: volumeID, entryPath: path,
                                    entryOffset: 0, entryLength: spool.size, entryIndex: entryIndex, firstRun: run)
             entryIndex += 1
