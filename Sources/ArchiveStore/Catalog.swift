@@ -312,7 +312,7 @@ final class Catalog: @unchecked Sendable {
 
     /// One encoder for every row (making one per row cost more than the
     /// encoding); `encode` keeps no state between calls.
-    nonisolated(unsafe) private static let encoder = JSONEncoder()
+    private static let encoder = JSONEncoder()
 
     static func encodeHeaders(_ h: HeaderSummary?) -> String? {
         guard let h else { return nil }

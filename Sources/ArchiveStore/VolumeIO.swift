@@ -7,7 +7,10 @@ import NIOCore
 /// in an unlinked 0600 temp file next to the volumes (so nothing is left
 /// behind by a crash). Bytes enter a volume only once the whole body has
 /// arrived, so a source that fails mid-message never leaves a partial entry.
-final class Spool {
+///
+/// Sendable as a whole handover: filled by one appender, then read only by
+/// the volume writer's queue.
+final class Spool: @unchecked Sendable {
     static let memoryLimit = 1 << 20
     private var memory: [UInt8] = []
     private var fd: Int32 = -1
