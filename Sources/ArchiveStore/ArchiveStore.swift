@@ -118,7 +118,9 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         var sealed: [SealedVolume] = []
         /// Set when sealing failed: the run can no longer be committed.
         var broken: MailError?
-        var newMessageHeaders: [Int64: HeaderSummary] = [:]
+        /// Header summaries of new messages, with their catalog JSON made by
+        /// the writer as it goes (not all at once at the commit).
+        var newMessageHeaders: [Int64: (summary: HeaderSummary, json: String?)] = [:]
         var newMessageIDs: [KeySize: Int64] = [:]
         var folderIDs: [FolderPath: Int64] = [:]
         var newFolders: [(id: Int64, path: FolderPath)] = []
@@ -544,7 +546,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     }
 
     private func pendingHeaders(_ messageID: Int64) throws -> HeaderSummary {
-        if let h = withState({ $0.newMessageHeaders[messageID] }) { return h }
+        if let h = withState({ $0.newMessageHeaders[messageID]?.summary }) { return h }
         return try catalog.message(id: messageID)?.1 ?? HeaderSummary()
     }
 
@@ -576,7 +578,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 if volumeName.isEmpty { volumeName = String(message.volumeID) }
                 out.append(LocationRecord(id: w.id, folderID: fid, folder: w.folder, flags: w.flags, internalDate: w.internalDate,
                                           dateSource: w.dateSource, firstRun: s.runID, message: message,
-                                          volumeName: volumeName, headers: s.newMessageHeaders[w.messageID]))
+                                          volumeName: volumeName, headers: s.newMessageHeaders[w.messageID]?.summary))
             }
             return out
         }
@@ -726,7 +728,8 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                                     date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
                                     volumeID: builder.volumeID)
                 s.newMessageIDs[KeySize(key: key, size: spool.size)] = messageID
-                s.newMessageHeaders[messageID] = spool.headers
+                let headers = spool.headers
+                s.newMessageHeaders[messageID] = (headers, Catalog.encodeHeaders(headers))
             }
             let id = s.nextLocation
             s.nextLocation += 1
