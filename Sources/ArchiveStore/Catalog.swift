@@ -431,14 +431,20 @@ struct LocationRecord: Sendable, Hashable {
     var deletedRun: Int64?
     var message: MessageRecord
     var volumeName: String
-    var headers: HeaderSummary?
+    /// The header summary, decoded when asked for (a restore never asks).
+    var headers: HeaderSummary? {
+        get { knownHeaders ?? Catalog.decodeHeaders(headersJSON) }
+        set { knownHeaders = newValue; headersJSON = nil }
+    }
+    private var knownHeaders: HeaderSummary?
+    private var headersJSON: String?
 
     init(id: Int64, folderID: Int64, folder: FolderPath, flags: Flags, internalDate: InternalDate?, dateSource: DateSource?,
          firstRun: Int64, message: MessageRecord, volumeName: String, headers: HeaderSummary?) {
         self.id = id; self.messageID = message.id; self.folderID = folderID; self.folder = folder; self.flags = flags
         self.initialFlags = flags; self.internalDate = internalDate; self.dateSource = dateSource; self.sourceID = nil
         self.firstRun = firstRun; self.deletedRun = nil; self.message = message; self.volumeName = volumeName
-        self.headers = headers
+        self.knownHeaders = headers
     }
 
     init?(row: Row) {
@@ -454,6 +460,6 @@ struct LocationRecord: Sendable, Hashable {
         sourceID = row["source_id"]; firstRun = row["first_run"]; deletedRun = row["deleted_run"]
         self.message = message
         volumeName = row["volume_name"]
-        headers = Catalog.decodeHeaders(row["headers"])
+        headersJSON = row["headers"]
     }
 }

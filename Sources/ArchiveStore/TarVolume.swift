@@ -319,7 +319,14 @@ final class VolumeReader {
 
     private func nextUnlocked() throws -> VolumeEntry? {
         guard let a = archive else { return nil }
-        if currentEntry != nil { try skipRest() }
+        if let entry = currentEntry, entryRemaining > 0 {
+            // libarchive passes over the rest itself (still decompressing, and
+            // failing on a cut-short volume) without copying it out to us.
+            if archive_read_data_skip(a) != archiveOK {
+                throw corrupt("unreadable data (\(VolumeWriter.errorString(a)))", entry: entry.path)
+            }
+            entryRemaining = 0
+        }
         var e: OpaquePointer?
         let r = archive_read_next_header(a, &e)
         if r == archiveEOF { currentEntry = nil; return nil }

@@ -430,7 +430,9 @@ final class MessageStream: @unchecked Sendable {
     private var hasher = MessageHasher()
     private var produced: Int64 = 0
     private var finished = false
-    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private static let chunkSize = 64 * 1024
+    /// Only `nextChunk` (mbox, check) uses it: made on first use.
+    private lazy var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
 
     init(reader: VolumeReader, record: MessageRecord, volumeName: String, entryPath: String, unquote: Bool) {
         self.reader = reader
@@ -490,10 +492,28 @@ final class MessageStream: @unchecked Sendable {
         remaining = 0
     }
 
+    /// The next chunk as a ByteBuffer. A plain entry (Maildir volumes) is
+    /// read straight into the buffer that goes out; mbox goes through `nextChunk`.
+    func nextBuffer() throws -> ByteBuffer? {
+        guard unquoter == nil, !finished, remaining > 0 else {
+            return try nextChunk().map { ByteBuffer(bytes: $0) }
+        }
+        let want = Int(min(Int64(Self.chunkSize), remaining))
+        var out = ByteBufferAllocator().buffer(capacity: want)
+        let n = try out.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { dst in
+            try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: dst[0..<want]))
+        }
+        if n == 0 { throw corrupt("is cut short") }
+        remaining -= Int64(n)
+        out.withUnsafeReadableBytes { hasher.update($0) }
+        produced += Int64(n)
+        return out
+    }
+
     var body: MessageBody {
         MessageBody(size: record.size) { [self] in
-            guard let c = try self.nextChunk() else { return nil }
-            return ByteBuffer(bytes: c)
+            guard let c = try self.nextBuffer() else { return nil }
+            return c
         }
     }
 }
