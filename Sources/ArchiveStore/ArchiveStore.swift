@@ -53,8 +53,11 @@ public struct ArchiveOptions: Sendable, Hashable {
 ///   the message stays in the archive, marked, until `prune`.
 /// - `close()` seals the volume (temporary name, fsync, rename) and records
 ///   everything in one catalog transaction. **Appends are durable only once
-///   `close()` has returned** (or a checkpoint, below): the `PendingAppend`s
-///   resolve at append time with the catalog id the location will have; if
+///   `close()` has returned** (or a checkpoint, below): `append` returns once
+///   the body is spooled and queued for the volume writer (its own serial
+///   queue, at most `writerQueueDepth` bodies), and the `PendingAppend`
+///   resolves when the writer has stored it, with the catalog id the
+///   location will have (or the error that stopped the run); if
 ///   `close()` fails or the process dies first, what was pending is not in the
 ///   archive and a re-run stores it again. Its ids are never handed out again
 ///   (they are `RUN << 32 | n`, and the run number is taken durably at open).
