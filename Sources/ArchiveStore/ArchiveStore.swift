@@ -53,8 +53,11 @@ public struct ArchiveOptions: Sendable, Hashable {
 ///   the message stays in the archive, marked, until `prune`.
 /// - `close()` seals the volume (temporary name, fsync, rename) and records
 ///   everything in one catalog transaction. **Appends are durable only once
-///   `close()` has returned** (or a checkpoint, below): the `PendingAppend`s
-///   resolve at append time with the catalog id the location will have; if
+///   `close()` has returned** (or a checkpoint, below): `append` returns once
+///   the body is spooled and queued for the volume writer (its own serial
+///   queue, at most `writerQueueDepth` bodies), and the `PendingAppend`
+///   resolves when the writer has stored it, with the catalog id the
+///   location will have (or the error that stopped the run); if
 ///   `close()` fails or the process dies first, what was pending is not in the
 ///   archive and a re-run stores it again. Its ids are never handed out again
 ///   (they are `RUN << 32 | n`, and the run number is taken durably at open).
@@ -85,8 +88,13 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     let viewRun: Int64?
     private let recordsEmptyRun: Bool
     private let lock = NSLock()
-    /// Turns at the volume writer for parallel appenders (see `append`).
-    private let writerTurn = AsyncTurnstile()
+    /// The volume writer: one serial queue of its own (see `append`), and
+    /// the places in it that appenders wait for.
+    private let writerQueue = DispatchQueue(label: "mailferry.archive.volume-writer", qos: .userInitiated)
+    private let writerSlots = AsyncSlots(limit: ArchiveStore.writerQueueDepth)
+    /// Spooled bodies waiting for (or in) the volume writer, at most: each
+    /// holds at most 1 MiB in memory (the rest is in its unlinked spool file).
+    static let writerQueueDepth = 8
     private var lockFD: Int32
     var state: SessionState
     private var isClosed = false
@@ -113,7 +121,9 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         var sealed: [SealedVolume] = []
         /// Set when sealing failed: the run can no longer be committed.
         var broken: MailError?
-        var newMessageHeaders: [Int64: HeaderSummary] = [:]
+        /// Header summaries of new messages, with their catalog JSON made by
+        /// the writer as it goes (not all at once at the commit).
+        var newMessageHeaders: [Int64: (summary: HeaderSummary, json: String?)] = [:]
         var newMessageIDs: [KeySize: Int64] = [:]
         var folderIDs: [FolderPath: Int64] = [:]
         var newFolders: [(id: Int64, path: FolderPath)] = []
@@ -124,6 +134,10 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         var keywordLetters: [String: Int] = [:]
         var newKeywords: [(keyword: String, letter: Int)] = []
         var touched = false
+        /// False while the catalog holds no message at all (a first backup):
+        /// then a new message needs no catalog lookup to know it is new. Only
+        /// this run adds messages (it holds the writers' lock).
+        var catalogHoldsMessages = true
     }
 
     struct KeySize: Hashable { var key: MessageKey; var size: Int64 }
@@ -162,6 +176,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                              nextFolder: try catalog.counter("next_folder"),
                              nextVolume: try catalog.counter("next_volume"))
         for f in try catalog.folders() { state.folderIDs[f.path] = f.id }
+        state.catalogHoldsMessages = try catalog.holdsMessages()
         state.keywordLetters = try catalog.keywordLetters()
     }
 
@@ -406,6 +421,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     // MARK: - MailStore: reading
 
     public func folders() async throws -> [FolderInfo] {
+        if isWritable { await drainWriter() }
         let counts = try folderCounts()
         var out: [FolderInfo] = []
         var seen = Set<FolderPath>()
@@ -491,6 +507,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     }
 
     public func listMessages(in folder: FolderPath, options: ListOptions) async throws -> FolderListing {
+        if isWritable { await drainWriter() }
         let fid = try folderID(folder)
         let pendingChanges = withState { s in (s.flagChanges, Set(s.deletions), s.newLocations.filter { $0.folder == folder && !$0.deleted }) }
         var infos: [MessageInfo] = []
@@ -514,6 +531,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
 
     public func fetchMessages(_ ids: [MessageID], in folder: FolderPath,
                               _ handler: @Sendable (MessageInfo, MessageBody) async throws -> Void) async throws -> [MessageID] {
+        if isWritable { await drainWriter() }
         let fid = try folderID(folder)
         let numeric = ids.compactMap { Int64($0.rawValue) }
         let deletedNow = withState { Set($0.deletions) }
@@ -531,7 +549,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     }
 
     private func pendingHeaders(_ messageID: Int64) throws -> HeaderSummary {
-        if let h = withState({ $0.newMessageHeaders[messageID] }) { return h }
+        if let h = withState({ $0.newMessageHeaders[messageID]?.summary }) { return h }
         return try catalog.message(id: messageID)?.1 ?? HeaderSummary()
     }
 
@@ -563,7 +581,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 if volumeName.isEmpty { volumeName = String(message.volumeID) }
                 out.append(LocationRecord(id: w.id, folderID: fid, folder: w.folder, flags: w.flags, internalDate: w.internalDate,
                                           dateSource: w.dateSource, firstRun: s.runID, message: message,
-                                          volumeName: volumeName, headers: s.newMessageHeaders[w.messageID]))
+                                          volumeName: volumeName, headers: s.newMessageHeaders[w.messageID]?.summary))
             }
             return out
         }
@@ -645,21 +663,52 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
         }
         let date = request.internalDate ?? InternalDate.now()
         let dateSource: DateSource? = request.internalDate == nil ? .downloadTime : request.dateSource
-        // The volume writer is one serial sink. Parallel fetchers spool their
-        // bodies concurrently (above; at most 1 MiB each in memory, the rest
-        // in an unlinked file), then wait their turn here, suspended rather
-        // than blocking a thread, in arrival order: the queue is at most one
-        // spooled body per fetcher. Deduplication is decided in the turn, so
-        // the same message delivered by two fetchers at once is stored once.
-        await writerTurn.acquire()
-        defer { writerTurn.release() }
-        let locID: Int64 = try withState { s in
+        let sourceID = request.sourceID
+        // The volume writer is one serial sink with a thread of its own.
+        // Parallel fetchers spool their bodies concurrently (above), then hand
+        // them to the writer's queue in arrival order and go on fetching: tar,
+        // compression and writing run beside the fetches, on no thread of the
+        // cooperative pool. The queue holds at most `writerQueueDepth` bodies;
+        // an appender waits (suspended) for a place. Deduplication is decided
+        // in queue order, so the same message delivered by two fetchers at
+        // once is stored once. The append resolves once the writer has taken
+        // the message (ids, or the error that stopped the run).
+        await writerSlots.acquire()
+        let outcome = Outcome<Int64>()
+        writerQueue.async { [self] in
+            outcome.finish(Result { try store(spool, key: key, folder: folder, flags: keptFlags, date: date,
+                                              dateSource: dateSource, sourceID: sourceID) })
+            writerSlots.release()
+        }
+        let uidValidity = self.uidValidity
+        let size = spool.size
+        return PendingAppend {
+            let locID = try await outcome.value()
+            return AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: size,
+                                droppedFlags: dropped)
+        }
+    }
+
+    /// Waits until the volume writer has done everything queued before now.
+    private func drainWriter() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            writerQueue.async { c.resume() }
+        }
+    }
+
+    /// The writer's part of an append (on the writer queue): records the
+    /// location, and stores the bytes unless the archive holds them already.
+    private func store(_ spool: Spool, key: MessageKey, folder: FolderPath, flags keptFlags: Flags, date: InternalDate,
+                       dateSource: DateSource?, sourceID: String?) throws -> Int64 {
+        return try withState { s in
             if let broken = s.broken { throw broken }
             guard s.folderIDs[folder] != nil || folder.isInbox else { throw notFound(folder) }
             _ = ensureFolder(folder, &s)
             // Looked up under the lock: parallel appenders share this run.
-            let existing = try s.newMessageIDs[KeySize(key: key, size: spool.size)]
-                ?? catalog.message(key: key, size: spool.size)
+            var existing = s.newMessageIDs[KeySize(key: key, size: spool.size)]
+            if existing == nil, s.catalogHoldsMessages {
+                existing = try catalog.message(key: key, size: spool.size)
+            }
             let messageID: Int64
             if let existing {
                 messageID = existing
@@ -682,13 +731,14 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                                     date: date.secondsSinceEpoch, keywordLetters: letters, run: s.runID,
                                     volumeID: builder.volumeID)
                 s.newMessageIDs[KeySize(key: key, size: spool.size)] = messageID
-                s.newMessageHeaders[messageID] = spool.headers
+                let headers = spool.headers
+                s.newMessageHeaders[messageID] = (headers, Catalog.encodeHeaders(headers))
             }
             let id = s.nextLocation
             s.nextLocation += 1
             s.newLocations.append(PendingLocation(id: id, messageID: messageID, folder: folder, flags: keptFlags,
                                                   initialFlags: keptFlags, internalDate: date, dateSource: dateSource,
-                                                  sourceID: request.sourceID, deleted: false, key: key, size: spool.size))
+                                                  sourceID: sourceID, deleted: false, key: key, size: spool.size))
             s.touched = true
             let volumeFull = (s.builder?.writer.bytesWritten ?? 0) >= options.volumeSizeLimit
             if volumeFull || s.newLocations.count >= Self.checkpointEvery {
@@ -701,8 +751,6 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
             }
             return id
         }
-        return .done(AppendResult(id: MessageID(String(locID)), uidValidity: uidValidity, key: key, size: spool.size,
-                                  droppedFlags: dropped))
     }
 
     /// Keyword → Maildir letter (`a`…`z`), fixed archive-wide on first use.
@@ -728,6 +776,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
 
     public func setFlags(_ flags: Flags, _ change: FlagChange, for ids: [MessageID], in folder: FolderPath) async throws {
         try requireWritable("change flags")
+        await drainWriter()
         let flags = Flags(flags.filter { $0.isSystem || $0.isValidKeyword })
         let fid = try folderID(folder)
         let numeric = Set(ids.compactMap { Int64($0.rawValue) })
@@ -761,6 +810,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
 
     public func delete(_ ids: [MessageID], in folder: FolderPath) async throws {
         try requireWritable("record deletions")
+        await drainWriter()
         let fid = try folderID(folder)
         let numeric = Set(ids.compactMap { Int64($0.rawValue) })
         let stored = try catalog.locations(folderID: fid, asOfRun: nil, ids: Array(numeric))
@@ -779,6 +829,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
     /// in one step. Then releases the lock.
     public func close() async throws {
         guard releaseShared() else { return }
+        if isWritable { await drainWriter() }
         try closeSync()
     }
 
@@ -843,6 +894,7 @@ public final class ArchiveStore: MailStore, @unchecked Sendable {
                 "deletions": "\(s.deletions.count)",
             ])
             // What is committed is read from the catalog from now on.
+            if !messages.isEmpty { state.catalogHoldsMessages = true }
             state.sealed = []
             state.newFolders = []
             state.newLocations = []
@@ -872,20 +924,22 @@ func fsyncDirectory(_ path: String) {
     }
 }
 
-/// One holder at a time for async callers, served in arrival order; waiters
-/// are suspended, not blocking a thread of the cooperative pool (a volume
-/// write may take a while: compressing a 50 MB message).
-final class AsyncTurnstile: @unchecked Sendable {
+/// At most `limit` holders at a time for async callers, served in arrival
+/// order; waiters are suspended, not blocking a thread of the cooperative pool.
+final class AsyncSlots: @unchecked Sendable {
     private let lock = NSLock()
-    private var busy = false
+    private let limit: Int
+    private var held = 0
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var head = 0
+
+    init(limit: Int) { self.limit = max(1, limit) }
 
     func acquire() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now: Bool = lock.withLock {
-                if !busy {
-                    busy = true
+                if held < limit, head == waiters.count {
+                    held += 1
                     return true
                 }
                 waiters.append(c)
@@ -895,11 +949,11 @@ final class AsyncTurnstile: @unchecked Sendable {
         }
     }
 
-    /// Hands the turn to the next waiter, or frees it.
+    /// Hands the place to the next waiter, or frees it.
     func release() {
         let next: CheckedContinuation<Void, Never>? = lock.withLock {
             guard head < waiters.count else {
-                busy = false
+                held -= 1
                 waiters.removeAll(keepingCapacity: true)
                 head = 0
                 return nil
@@ -913,5 +967,33 @@ final class AsyncTurnstile: @unchecked Sendable {
             return c
         }
         next?.resume()
+    }
+}
+
+/// A value produced once (on any thread) and awaited by any number of tasks.
+final class Outcome<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<T, Error>?
+    private var waiters: [CheckedContinuation<T, Error>] = []
+
+    func finish(_ r: Result<T, Error>) {
+        let ws: [CheckedContinuation<T, Error>] = lock.withLock {
+            guard result == nil else { return [] }
+            result = r
+            defer { waiters = [] }
+            return waiters
+        }
+        for w in ws { w.resume(with: r) }
+    }
+
+    func value() async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            let r: Result<T, Error>? = lock.withLock {
+                if let result { return result }
+                waiters.append(c)
+                return nil
+            }
+            if let r { c.resume(with: r) }
+        }
     }
 }

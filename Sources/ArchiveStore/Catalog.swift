@@ -208,6 +208,13 @@ final class Catalog: @unchecked Sendable {
         }
     }
 
+    /// Whether any message is stored (a new archive holds none).
+    func holdsMessages() throws -> Bool {
+        try wrap("counting messages") {
+            try db.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM messages)") ?? true }
+        }
+    }
+
     func message(key: MessageKey, size: Int64) throws -> Int64? {
         try wrap("looking up a key") {
             try db.read { db in
@@ -303,9 +310,13 @@ final class Catalog: @unchecked Sendable {
         return FolderPath(components: c)
     }
 
+    /// One encoder for every row (making one per row cost more than the
+    /// encoding); `encode` keeps no state between calls.
+    private static let encoder = JSONEncoder()
+
     static func encodeHeaders(_ h: HeaderSummary?) -> String? {
         guard let h else { return nil }
-        return try? String(decoding: JSONEncoder().encode(h), as: UTF8.self)
+        return try? String(decoding: encoder.encode(h), as: UTF8.self)
     }
 
     static func decodeHeaders(_ s: String?) -> HeaderSummary? {
@@ -314,7 +325,7 @@ final class Catalog: @unchecked Sendable {
     }
 
     static func encodeFlags(_ f: Flags) -> String {
-        (try? String(decoding: JSONEncoder().encode(f), as: UTF8.self)) ?? "[]"
+        (try? String(decoding: encoder.encode(f), as: UTF8.self)) ?? "[]"
     }
 
     static func decodeFlags(_ s: String) -> Flags? {
@@ -420,14 +431,20 @@ struct LocationRecord: Sendable, Hashable {
     var deletedRun: Int64?
     var message: MessageRecord
     var volumeName: String
-    var headers: HeaderSummary?
+    /// The header summary, decoded when asked for (a restore never asks).
+    var headers: HeaderSummary? {
+        get { knownHeaders ?? Catalog.decodeHeaders(headersJSON) }
+        set { knownHeaders = newValue; headersJSON = nil }
+    }
+    private var knownHeaders: HeaderSummary?
+    private var headersJSON: String?
 
     init(id: Int64, folderID: Int64, folder: FolderPath, flags: Flags, internalDate: InternalDate?, dateSource: DateSource?,
          firstRun: Int64, message: MessageRecord, volumeName: String, headers: HeaderSummary?) {
         self.id = id; self.messageID = message.id; self.folderID = folderID; self.folder = folder; self.flags = flags
         self.initialFlags = flags; self.internalDate = internalDate; self.dateSource = dateSource; self.sourceID = nil
         self.firstRun = firstRun; self.deletedRun = nil; self.message = message; self.volumeName = volumeName
-        self.headers = headers
+        self.knownHeaders = headers
     }
 
     init?(row: Row) {
@@ -443,6 +460,6 @@ struct LocationRecord: Sendable, Hashable {
         sourceID = row["source_id"]; firstRun = row["first_run"]; deletedRun = row["deleted_run"]
         self.message = message
         volumeName = row["volume_name"]
-        headers = Catalog.decodeHeaders(row["headers"])
+        headersJSON = row["headers"]
     }
 }

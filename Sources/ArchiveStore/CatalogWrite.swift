@@ -25,7 +25,7 @@ struct RunCommit {
     var source: String?
     var volumes: [VolumeRecord]
     var newMessages: [MessageRecord]
-    var newMessageHeaders: [Int64: HeaderSummary]
+    var newMessageHeaders: [Int64: (summary: HeaderSummary, json: String?)]
     var newFolders: [(id: Int64, path: FolderPath)]
     var folderIDs: [FolderPath: Int64]
     var newLocations: [PendingLocation]
@@ -52,22 +52,35 @@ extension Catalog {
                 for (k, l) in c.newKeywords {
                     try db.execute(sql: "INSERT OR IGNORE INTO keywords(keyword, letter) VALUES (?, ?)", arguments: [k, l])
                 }
+                // One compiled statement per kind of row (not one per row).
+                let insertMessage = try db.cachedStatement(sql: """
+                    INSERT INTO messages(id, key, size, volume_id, entry_path, entry_offset, entry_length, entry_index, first_run, headers)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
                 for m in c.newMessages {
-                    try db.execute(sql: """
-                        INSERT INTO messages(id, key, size, volume_id, entry_path, entry_offset, entry_length, entry_index, first_run, headers)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [m.id, m.key.hex, m.size, m.volumeID, m.entryPath, m.entryOffset, m.entryLength,
-                                         m.entryIndex, m.firstRun, Catalog.encodeHeaders(c.newMessageHeaders[m.id])])
+                    try insertMessage.execute(arguments: [m.id, m.key.hex, m.size, m.volumeID, m.entryPath, m.entryOffset, m.entryLength,
+                                         m.entryIndex, m.firstRun, c.newMessageHeaders[m.id]?.json])
                 }
+                // A run has few distinct flag sets: each is encoded once.
+                var flagJSON: [Flags: String] = [:]
+                func encodedFlags(_ f: Flags) -> String {
+                    if let e = flagJSON[f] { return e }
+                    let e = Catalog.encodeFlags(f)
+                    flagJSON[f] = e
+                    return e
+                }
+                let insertLocation = try db.cachedStatement(sql: """
+                    INSERT INTO locations(id, message_id, folder_id, flags, initial_flags, internal_date, zone_minutes,
+                                          date_source, source_id, first_run, deleted_run)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
                 for l in c.newLocations {
                     guard let folderID = c.folderIDs[l.folder] else {
                         throw MailError(.storage, scope: .local, "internal: folder \(l.folder) has no catalog id")
                     }
-                    try db.execute(sql: """
-                        INSERT INTO locations(id, message_id, folder_id, flags, initial_flags, internal_date, zone_minutes,
-                                              date_source, source_id, first_run, deleted_run)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [l.id, l.messageID, folderID, Catalog.encodeFlags(l.flags), Catalog.encodeFlags(l.initialFlags),
+                    let flags = encodedFlags(l.flags)
+                    let initialFlags = encodedFlags(l.initialFlags)
+                    try insertLocation.execute(arguments: [l.id, l.messageID, folderID, flags, initialFlags,
                                          l.internalDate.secondsSinceEpoch, l.internalDate.zoneMinutes, l.dateSource?.rawValue,
                                          l.sourceID, c.runID, l.deleted ? c.runID : nil])
                     if l.flags != l.initialFlags {

@@ -7,7 +7,10 @@ import NIOCore
 /// in an unlinked 0600 temp file next to the volumes (so nothing is left
 /// behind by a crash). Bytes enter a volume only once the whole body has
 /// arrived, so a source that fails mid-message never leaves a partial entry.
-final class Spool {
+///
+/// Sendable as a whole handover: filled by one appender, then read only by
+/// the volume writer's queue.
+final class Spool: @unchecked Sendable {
     static let memoryLimit = 1 << 20
     private var memory: [UInt8] = []
     private var fd: Int32 = -1
@@ -61,6 +64,13 @@ final class Spool {
             }
             off += n
         }
+    }
+
+    /// Runs `body` on the whole message when it is held in memory (nil when
+    /// it went to the spool file).
+    func withMemoryBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T? {
+        guard fd < 0 else { return nil }
+        return try memory.withUnsafeBytes { try body($0) }
     }
 
     /// Restarts reading from the first byte.
@@ -160,7 +170,10 @@ final class VolumeBuilder {
         case .maildir:
             let path = VolumeLayout.maildirEntry(folder: folder, messageRow: messageRow, key: key, size: spool.size,
                                                  date: date, flags: flags, keywordLetters: keywordLetters)
-            try writer.addFile(path, size: spool.size, mtime: date) { try spool.read(into: $0) }
+            let inMemory: Void? = try spool.withMemoryBytes { try writer.addFile(path, contiguous: $0, mtime: date) }
+            if inMemory == nil {
+                try writer.addFile(path, size: spool.size, mtime: date) { try spool.read(into: $0) }
+            }
             record = MessageRecord(id: messageRow, key: key, size: spool.size, volumeID: volumeID, entryPath: path,
                                    entryOffset: 0, entryLength: spool.size, entryIndex: entryIndex, firstRun: run)
             entryIndex += 1
@@ -417,7 +430,9 @@ final class MessageStream: @unchecked Sendable {
     private var hasher = MessageHasher()
     private var produced: Int64 = 0
     private var finished = false
-    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private static let chunkSize = 64 * 1024
+    /// Only `nextChunk` (mbox, check) uses it: made on first use.
+    private lazy var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
 
     init(reader: VolumeReader, record: MessageRecord, volumeName: String, entryPath: String, unquote: Bool) {
         self.reader = reader
@@ -477,10 +492,28 @@ final class MessageStream: @unchecked Sendable {
         remaining = 0
     }
 
+    /// The next chunk as a ByteBuffer. A plain entry (Maildir volumes) is
+    /// read straight into the buffer that goes out; mbox goes through `nextChunk`.
+    func nextBuffer() throws -> ByteBuffer? {
+        guard unquoter == nil, !finished, remaining > 0 else {
+            return try nextChunk().map { ByteBuffer(bytes: $0) }
+        }
+        let want = Int(min(Int64(Self.chunkSize), remaining))
+        var out = ByteBufferAllocator().buffer(capacity: want)
+        let n = try out.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { dst in
+            try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: dst[0..<want]))
+        }
+        if n == 0 { throw corrupt("is cut short") }
+        remaining -= Int64(n)
+        out.withUnsafeReadableBytes { hasher.update($0) }
+        produced += Int64(n)
+        return out
+    }
+
     var body: MessageBody {
         MessageBody(size: record.size) { [self] in
-            guard let c = try self.nextChunk() else { return nil }
-            return ByteBuffer(bytes: c)
+            guard let c = try self.nextBuffer() else { return nil }
+            return c
         }
     }
 }

@@ -124,6 +124,37 @@ struct HeaderReaderTests {
         #expect(RFC5322Date.parse(text) == nil, "\(text)")
     }
 
+    /// The byte-level reader of the common form agrees with the general one
+    /// on everything it accepts, and leaves every other form to it.
+    @Test(arguments: [
+        "Tue, 1 Jul 2003 10:52:37 +0200", "1 Jul 2003 10:52:37 +0200", " Sat, 15 Mar 2025 12:06:30 +0000",
+        "Thu, 18 Oct 2012 22:48:39 -0700 (PDT)", "Thu, 18 Oct 2012 22:48:39 -0700(PDT)", "tue,  01  jUL 2003\t10:52:37  -0000",
+        "Mon, 6 Jun 2005 22:21:22 +0200  ", "Sun, 21 Oct 2007 19:38:13 +1000 (EST", "Wed, 31 Dec 1969 23:59:59 +0000",
+        "Fri, 29 Feb 2008 00:00:00 +1400", "Sat, 1 Jan 0099 10:00:00 +0000",
+    ])
+    func rfc5322CommonFormMatchesTheGeneralReader(text: String) {
+        var t = text
+        let fast = t.withUTF8 { RFC5322Date.parseCommon($0) }
+        #expect(fast != nil, "\(text)")
+        #expect(fast == RFC5322Date.parseAnyForm(text), "\(text)")
+        #expect(RFC5322Date.parse(text) == fast)
+    }
+
+    @Test(arguments: [
+        "Tue., 1 Jul 2003 10:52:37 +0200", "Tuesday, 1 Jul 2003 10:52:37 +0200", "Tue, 1 July 2003 10:52:37 +0200",
+        "Tue, 1 Jul 03 10:52:37 +0200", "Tue, 1 Jul 2003 10:52 +0200", "Tue, 1 Jul 2003 10:52:37 GMT",
+        "Tue, 1 Jul 2003 10:52:37", "Tue, 1 Jul 2003 10:52:37 +02:00", "Tue, 1 Jul 2003 10:52:37 +02000",
+        "Tue, 1 Jul 2003 10 : 52 : 37 +0200", "(c) Tue, 1 Jul 2003 10:52:37 +0200", "Tue, 1 Jul 2003 10:52:37 (c) +0200",
+        "Tue, 1 Jul 2003 10:52:37 +0200 trailing", "Jul 1 10:52:37 2003", "01-Jul-2003 10:52:37 +0200",
+        "Tue, 1 Jul 2003 10:52:37.882 +0200", "Tue, 1 Jul 2003 10:52:37+0200", "Xyz, 1 Jul 2003 10:52:37 +0200",
+        "Tue, 123 Jul 2003 10:52:37 +0200", "Tue,1 Jul 2003 10:52:37 +0200", "2003-07-01T10:52:37+02:00",
+    ])
+    func rfc5322OtherFormsGoToTheGeneralReader(text: String) {
+        var t = text
+        #expect(t.withUTF8 { RFC5322Date.parseCommon($0) } == nil, "\(text)")
+        #expect(RFC5322Date.parse(text) == RFC5322Date.parseAnyForm(text))
+    }
+
     /// Every corpus message: the reader never crashes, finds a Date header
     /// wherever the manifest says there is one, and parses nearly all of them.
     @Test func wholeCorpus() throws {
@@ -151,6 +182,7 @@ struct HeaderReaderTests {
             }
             withDate += 1
             if h.date == nil { unparsed.append("\(e.file): \(raw)") }
+            #expect(h.date == RFC5322Date.parseAnyForm(raw), "\(e.file): \(raw)")
         }
         print("corpus: \(withDate) dates found, \(unparsed.count) unparsed:\n" + unparsed.joined(separator: "\n"))
         #expect(withDate > 500)
