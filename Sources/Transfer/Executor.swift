@@ -424,6 +424,9 @@ struct Executor: Sendable {
         let destStore = s.destination
         let sourceStore = s.source
         let destinationRewrites = s.destination.capabilities.contains(.rewritesMessages)
+        // A store that hashes what it writes gives the key of the stored bytes
+        // itself: the body is not hashed a second time here.
+        let storeHashes = s.destination.capabilities.contains(.keysWrittenBytes)
         let intents = IntentBatcher(copies, pair: pair, validity: validity, state: state,
                                     batchSize: max(1, options.appendWindow))
         defer {
@@ -450,7 +453,9 @@ struct Executor: Sendable {
                     for await f in stream {
                         do {
                             let result = try await f.pending.result()
-                            let key = f.tap.key
+                            let key = storeHashes ? result.key : f.tap.key
+                            let (size, rawSize) = storeHashes ? (result.normalizedSize ?? result.size, result.size)
+                                                              : (f.tap.size, f.tap.rawSize)
                             if result.key != key, !destinationRewrites {
                                 window.release()
                                 confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
@@ -459,10 +464,10 @@ struct Executor: Sendable {
                                 continue
                             }
                             var remember = [KnownMessage(side: .source, folder: pair.source, id: f.item.sourceID,
-                                                         uidValidity: validity.uidValidity, key: key, size: f.tap.size)]
+                                                         uidValidity: validity.uidValidity, key: key, size: size)]
                             if let id = result.id {
                                 remember.append(KnownMessage(side: .destination, folder: pair.destination, id: id,
-                                                             uidValidity: result.uidValidity, key: key, size: f.tap.size,
+                                                             uidValidity: result.uidValidity, key: key, size: size,
                                                              origin: pair.source))
                             }
                             confirmed.append(JournalCompletion(f.seq, JournalOutcome(.confirmed, destinationID: result.id,
@@ -472,7 +477,7 @@ struct Executor: Sendable {
                             copiedThisRun.with { _ = $0.insert(f.item.sourceID) }
                             folderReport.with {
                                 $0.copied += 1
-                                $0.bytes += f.tap.rawSize
+                                $0.bytes += rawSize
                             }
                             self.report.with { rep in
                                 for k in result.droppedFlags {
@@ -481,7 +486,7 @@ struct Executor: Sendable {
                                 }
                                 if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
                             }
-                            self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
+                            self.progress.advance(messages: 1, bytes: rawSize, folder: pair.source)
                             self.flow?.progress(1)
                             window.release()
                         } catch let e as MailError where e.scope == .message {
@@ -529,7 +534,7 @@ struct Executor: Sendable {
                             request.internalDate = d
                             dateSource = ds
                         }
-                        let tap = HashTap()
+                        let tap = HashTap(hashing: !storeHashes)
                         let pending: PendingAppend
                         do {
                             pending = try await destStore.append(to: pair.destination, request, body: tap.wrap(source))
@@ -683,12 +688,17 @@ final class AppendWindow: @unchecked Sendable {
 }
 
 /// Sees every chunk of a body as it passes to the destination: the key and
-/// the size come for free, without a second read.
+/// the size come for free, without a second read. Not `hashing`, it hands the
+/// body on untouched (the destination hashes what it writes).
 final class HashTap: @unchecked Sendable {
     private let lock = NSLock()
     private var hasher = MessageHasher()
+    private let hashing: Bool
+
+    init(hashing: Bool = true) { self.hashing = hashing }
 
     func wrap(_ body: MessageBody) -> MessageBody {
+        guard hashing else { return body }
         let it = IteratorBox(body.makeAsyncIterator())
         return MessageBody(size: body.size) { [self] in
             let chunk = try await it.next()
