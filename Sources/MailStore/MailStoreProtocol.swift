@@ -36,6 +36,11 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable, CustomStringConv
     /// very bytes it wrote, as it wrote them: a caller need not hash the body
     /// a second time to check what was stored (Maildir).
     public static let keysWrittenBytes = StoreCapabilities(rawValue: 1 << 12)
+    /// Headers in a listing cost a request per message (POP3: `TOP n 0`);
+    /// the bodies a fetch hands out come with them read (`MessageInfo.headers`).
+    /// The engine then asks for them only when a destination's messages must
+    /// be matched, not to tell a source's own duplicates apart.
+    public static let headersPerMessage = StoreCapabilities(rawValue: 1 << 13)
 
     public static let localTree: StoreCapabilities = [.folders, .createFolders, .append, .flags, .keywords,
                                                       .internalDate, .delete, .setFlags, .persistentIDs, .appendReturnsID]
@@ -46,7 +51,7 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable, CustomStringConv
             (.keywords, "keywords"), (.internalDate, "internalDate"), (.delete, "delete"), (.setFlags, "setFlags"),
             (.changeTracking, "changeTracking"), (.persistentIDs, "persistentIDs"),
             (.appendReturnsID, "appendReturnsID"), (.rewritesMessages, "rewritesMessages"),
-            (.keysWrittenBytes, "keysWrittenBytes"),
+            (.keysWrittenBytes, "keysWrittenBytes"), (.headersPerMessage, "headersPerMessage"),
         ]
         return names.filter { contains($0.0) }.map(\.1).joined(separator: ",")
     }
