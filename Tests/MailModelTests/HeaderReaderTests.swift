@@ -72,6 +72,35 @@ struct HeaderReaderTests {
         }
     }
 
+    /// The contiguous path (memchr, a line at a time) and the byte-at-a-time
+    /// path of any other sequence read the same, including at the size cut.
+    @Test func contiguousAndByteWiseFeedingAgree() throws {
+        var samples: [[UInt8]] = []
+        for extra in [-2, -1, 0, 1, 2] {
+            // A header block whose end falls around maxHeaderBytes.
+            var b = Array("Received: x; Tue, 1 Jul 2003 10:52:37 +0200\r\nMessage-ID: <cut@x>\r\n".utf8)
+            let line = Array("X-Filler: ".utf8) + Array(repeating: UInt8(ascii: "b"), count: 500) + [0x0D, 0x0A]
+            while b.count + line.count < HeaderReader.maxHeaderBytes - 40 { b += line }
+            b += Array("Subject: ".utf8)
+            b += Array(repeating: UInt8(ascii: "s"), count: HeaderReader.maxHeaderBytes - b.count - 2 + extra)
+            b += Array("\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\n\r\nbody\r\n".utf8)
+            samples.append(b)
+        }
+        samples.append(Array("\u{FEFF}From: a@x\nDate : Tue, 1 Jul 2003 10 : 52 : 37 +0200\nmessage-ID:\n\t<f@x>\nX-Long: a\n b\n\nbody".utf8))
+        samples.append(Array("From a@x Tue Jul 1 2003\nFROM: z@x\nReceived: (no date)\nReceived: x; Wed, 2 Jul 2003 10:52:37 +0200\n\n".utf8))
+        if let corpus = try Corpus.load() {
+            for e in corpus.messages.prefix(200) { samples.append(try e.load()) }
+        }
+        for bytes in samples {
+            var contiguous = HeaderReader()
+            var byteWise = HeaderReader()
+            let a = contiguous.feed(bytes)
+            let b = byteWise.feed(bytes.lazy.map { $0 })
+            #expect(a == b)
+            #expect(contiguous.finish() == byteWise.finish())
+        }
+    }
+
     @Test func hugeHeaderBlocksAreCutOff() {
         var bytes = Array("Message-ID: <big@x>\r\n".utf8)
         let filler = Array("X-Filler: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 1000) + [0x0D, 0x0A]
