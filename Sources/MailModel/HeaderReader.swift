@@ -310,6 +310,106 @@ public enum RFC5322Date {
     ]
 
     public static func parse(_ raw: String) -> InternalDate? {
+        if let d = parseCanonical(raw) { return d }
+        return parseGeneral(raw)
+    }
+
+    /// The form nearly all mail writes, read from its bytes without building
+    /// strings: `[Day ","] D Mon YYYY HH:MM:SS +HHMM [(comment)]`, white space
+    /// being spaces and tabs. Anything else (or a date that does not exist)
+    /// gives nil, and `parseGeneral` decides; where both read a date they
+    /// give the same one.
+    static func parseCanonical(_ raw: String) -> InternalDate? {
+        var raw = raw
+        return raw.withUTF8 { b -> InternalDate? in
+            let n = b.count
+            var i = 0
+            func blank(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 }
+            func skipBlanks() -> Int {
+                let from = i
+                while i < n, blank(b[i]) { i += 1 }
+                return i - from
+            }
+            func digit(_ k: Int) -> Int? {
+                guard k < n, b[k] >= 0x30, b[k] <= 0x39 else { return nil }
+                return Int(b[k] - 0x30)
+            }
+            func lower(_ k: Int) -> UInt8 { b[k] | 0x20 }
+            func letter(_ k: Int) -> Bool { k < n && ((b[k] | 0x20) >= 0x61 && (b[k] | 0x20) <= 0x7A) }
+            func word3(_ k: Int) -> [UInt8] { [lower(k), lower(k + 1), lower(k + 2)] }
+            _ = skipBlanks()
+            // Optional day name: exactly three letters and a comma.
+            if letter(i) {
+                guard letter(i + 1), letter(i + 2), i + 3 < n, b[i + 3] == UInt8(ascii: ","),
+                      dayNameBytes.contains(word3(i)) else { return nil }
+                i += 4
+                _ = skipBlanks()
+            }
+            // Day: one or two digits.
+            guard let d0 = digit(i) else { return nil }
+            var day = d0
+            i += 1
+            if let d1 = digit(i) { day = day * 10 + d1; i += 1 }
+            guard skipBlanks() > 0 else { return nil }
+            // Month: exactly three letters.
+            guard letter(i), letter(i + 1), letter(i + 2), i + 3 < n, blank(b[i + 3]),
+                  let m = monthBytes.firstIndex(of: word3(i)) else { return nil }
+            i += 3
+            _ = skipBlanks()
+            // Year: four digits.
+            var year = 0
+            for _ in 0..<4 {
+                guard let v = digit(i) else { return nil }
+                year = year * 10 + v
+                i += 1
+            }
+            guard skipBlanks() > 0 else { return nil }
+            // HH:MM:SS, two digits each.
+            var hms: [Int] = []
+            for part in 0..<3 {
+                guard let a = digit(i), let c = digit(i + 1) else { return nil }
+                hms.append(a * 10 + c)
+                i += 2
+                if part < 2 {
+                    guard i < n, b[i] == UInt8(ascii: ":") else { return nil }
+                    i += 1
+                }
+            }
+            guard skipBlanks() > 0 else { return nil }
+            // Zone: a sign and four digits.
+            guard i < n, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") else { return nil }
+            let negative = b[i] == UInt8(ascii: "-")
+            i += 1
+            var v = 0
+            for _ in 0..<4 {
+                guard let x = digit(i) else { return nil }
+                v = v * 10 + x
+                i += 1
+            }
+            // Then only white space and at most one comment without nesting.
+            _ = skipBlanks()
+            if i < n, b[i] == UInt8(ascii: "(") {
+                i += 1
+                while i < n, b[i] != UInt8(ascii: ")") {
+                    guard b[i] != UInt8(ascii: "(") else { return nil }
+                    i += 1
+                }
+                guard i < n else { return nil }
+                i += 1
+                _ = skipBlanks()
+            }
+            guard i == n else { return nil }
+            let zone = (negative ? -1 : 1) * (v / 100 * 60 + v % 100)
+            return InternalDate.from(year: year, month: m + 1, day: day, hour: hms[0], minute: hms[1], second: hms[2],
+                                     zoneMinutes: zone)
+        }
+    }
+
+    private static let monthBytes: [[UInt8]] = months.map { Array($0.utf8) }
+    private static let dayNameBytes: [[UInt8]] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map { Array($0.utf8) }
+
+    /// Every form `parse` accepts (see the type's comment).
+    static func parseGeneral(_ raw: String) -> InternalDate? {
         // Drop comments, turn separators into spaces.
         var cleaned = ""
         var depth = 0

@@ -101,6 +101,39 @@ struct HeaderReaderTests {
         }
     }
 
+    /// The byte-level reader of the common date form agrees with the general
+    /// parser wherever it answers (corpus Date: and Received: values, and
+    /// near misses), and answers for most real dates.
+    @Test func canonicalDatesAgreeWithTheGeneralParser() throws {
+        var values = [
+            "Tue, 1 Jul 2003 10:52:37 +0200", "Tue, 01 Jul 2003 10:52:37 +0200 (CEST)", "1 Jul 2003 10:52:37 -0000",
+            "\tWed, 2 Jul 2003 23:59:60 -0930", "tue, 1 JUL 2003 10:52:37 +0200", "Tue,1 Jul 2003 10:52:37 +0200",
+            "Tue, 1 Jul 2003 10:52:37 +0260", "Tue, 31 Feb 2003 10:52:37 +0200", "Tue, 1 Jul 2003 24:00:00 +0200",
+            "Tue, 1 Jul 2003 10:52 +0200", "Tue, 1 Jul 03 10:52:37 +0200", "Tue, 1 July 2003 10:52:37 +0200",
+            "Foo, 1 Jul 2003 10:52:37 +0200", "Tue, 1 Jul 2003 10:52:37 GMT", "Tue, 1 Jul 2003 10 : 52 : 37 +0200",
+            "Tue, 1 Jul 2003 10:52:37 +0200 (a (b) c)", "Tue, 1 Jul 2003 10:52:37 +0200 junk", "(c) Tue, 1 Jul 2003 10:52:37 +0200",
+            "Tue, 1 Jul 2003 10:52:37.5 +0200", "Tue, 1 Jul 2003 10:52:37 +02:00", "Tue, 1 Jul 2003 10:52:37 +0200 (",
+            "", " ", "Tue,", "1 Jul",
+        ]
+        if let corpus = try Corpus.load() {
+            for e in corpus.messages {
+                let text = String(decoding: try e.load().prefix(16_384), as: UTF8.self)
+                for line in text.split(separator: "\n") {
+                    let l = line.lowercased()
+                    if l.hasPrefix("date:") { values.append(String(line.dropFirst(5))) }
+                    if l.hasPrefix("received:"), let semi = line.lastIndex(of: ";") { values.append(String(line[line.index(after: semi)...])) }
+                }
+            }
+        }
+        var answered = 0
+        for v in values {
+            guard let fast = RFC5322Date.parseCanonical(v) else { continue }
+            answered += 1
+            #expect(fast == RFC5322Date.parseGeneral(v), "\(v.debugDescription)")
+        }
+        #expect(answered * 2 > values.count, "\(answered) of \(values.count)")
+    }
+
     @Test func hugeHeaderBlocksAreCutOff() {
         var bytes = Array("Message-ID: <big@x>\r\n".utf8)
         let filler = Array("X-Filler: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 1000) + [0x0D, 0x0A]
