@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The few headers mailferry needs from a message: for identity fallbacks
 /// (Message-ID + Date + From) and for a POP3 message's INTERNALDATE (the first
 /// `Received:` date, else `Date:`).
@@ -67,6 +75,10 @@ public struct HeaderReader: Sendable {
     @discardableResult
     public mutating func feed<Bytes: Sequence>(_ bytes: Bytes) -> Bool where Bytes.Element == UInt8 {
         if isComplete { return true }
+        // Contiguous bytes (a ByteBuffer's view, an array): lines found with memchr.
+        if let done = bytes.withContiguousStorageIfAvailable({ feedContiguous(UnsafeRawBufferPointer($0)) }) {
+            return done
+        }
         for b in bytes {
             consumed += 1
             if consumed > Self.maxHeaderBytes {
@@ -85,6 +97,38 @@ public struct HeaderReader: Sendable {
         return false
     }
 
+    /// `feed` for bytes in memory: the same steps, a line at a time.
+    private mutating func feedContiguous(_ buffer: UnsafeRawBufferPointer) -> Bool {
+        guard let base = buffer.baseAddress else { return false }
+        let n = buffer.count
+        var i = 0
+        while i < n {
+            let room = Self.maxHeaderBytes - consumed
+            if room <= 0 {
+                // The byte past the limit: the block is cut off here.
+                consumed += 1
+                endLine()
+                completeField()
+                isComplete = true
+                return true
+            }
+            let limit = min(n, i + room)
+            if let hit = memchr(base + i, 0x0A, limit - i) {
+                let j = base.distance(to: UnsafeRawPointer(hit))
+                line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i..<j]))
+                consumed += j - i + 1
+                i = j + 1
+                endLine()
+                if isComplete { return true }
+            } else {
+                line.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i..<limit]))
+                consumed += limit - i
+                i = limit
+            }
+        }
+        return false
+    }
+
     /// Ends input (for a message that is all header) and returns what was found.
     public mutating func finish() -> HeaderSummary {
         if !isComplete {
@@ -96,8 +140,17 @@ public struct HeaderReader: Sendable {
     }
 
     private mutating func endLine() {
-        var l = line
-        line.removeAll(keepingCapacity: true)
+        // The line's storage is lent out and given back emptied: no copy, no
+        // allocation per line.
+        var buffer: [UInt8] = []
+        swap(&buffer, &line)
+        endLine(buffer[...])
+        buffer.removeAll(keepingCapacity: true)
+        swap(&buffer, &line)
+    }
+
+    private mutating func endLine(_ whole: ArraySlice<UInt8>) {
+        var l = whole
         if l.last == 0x0D { l.removeLast() }
         // A UTF-8 byte order mark before the first header (some Windows tools write one).
         if !sawField, l.starts(with: [0xEF, 0xBB, 0xBF]) { l.removeFirst(3) }
@@ -106,7 +159,7 @@ public struct HeaderReader: Sendable {
             isComplete = true
             return
         }
-        if l[0] == 0x20 || l[0] == 0x09 {
+        if l[l.startIndex] == 0x20 || l[l.startIndex] == 0x09 {
             // Continuation of the current field (unfolding keeps the WSP).
             strayLine = false
             if field != nil { field!.append(contentsOf: l) }
@@ -115,7 +168,8 @@ public struct HeaderReader: Sendable {
         if HeaderReader.isFieldLine(l) {
             strayLine = false
             completeField()
-            field = l
+            // Only the fields the summary reads are kept (and unfolded).
+            field = HeaderReader.isWanted(l) ? Array(l) : nil
             sawField = true
             return
         }
@@ -141,12 +195,37 @@ public struct HeaderReader: Sendable {
 
     /// `field-name ":"`, where the name is printable US-ASCII without
     /// spaces; white space before the colon is allowed (obs-optional, RFC 5322 §4.5).
-    static func isFieldLine(_ l: [UInt8]) -> Bool {
+    static func isFieldLine(_ l: [UInt8]) -> Bool { isFieldLine(l[...]) }
+
+    static func isFieldLine(_ l: ArraySlice<UInt8>) -> Bool {
         guard let colon = l.firstIndex(of: UInt8(ascii: ":")) else { return false }
         var end = colon
-        while end > 0, l[end - 1] == 0x20 || l[end - 1] == 0x09 { end -= 1 }
-        guard end > 0 else { return false }
-        return l[0..<end].allSatisfy { $0 > 0x20 && $0 < 0x7F }
+        while end > l.startIndex, l[end - 1] == 0x20 || l[end - 1] == 0x09 { end -= 1 }
+        guard end > l.startIndex else { return false }
+        return l[l.startIndex..<end].allSatisfy { $0 > 0x20 && $0 < 0x7F }
+    }
+
+    /// The field names `completeField` reads, lower-case.
+    private static let wanted: [[UInt8]] = ["message-id", "date", "from", "received"].map { Array($0.utf8) }
+
+    /// A field line whose name (trimmed, any case) is one `completeField` reads.
+    static func isWanted(_ l: ArraySlice<UInt8>) -> Bool {
+        guard let colon = l.firstIndex(of: UInt8(ascii: ":")) else { return false }
+        var start = l.startIndex
+        var end = colon
+        func blank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
+        while start < end, blank(l[start]) { start += 1 }
+        while end > start, blank(l[end - 1]) { end -= 1 }
+        let count = end - start
+        return wanted.contains { w in
+            guard w.count == count else { return false }
+            for k in 0..<count {
+                var b = l[start + k]
+                if b >= 0x41 && b <= 0x5A { b |= 0x20 }
+                if b != w[k] { return false }
+            }
+            return true
+        }
     }
 
     private mutating func completeField() {
@@ -321,8 +400,24 @@ public enum RFC5322Date {
             cleaned.append(ch == "," || ch == "\t" || ch == "\r" || ch == "\n" ? " " : ch)
         }
         // obs-time allows white space around the colons: "09 :   55  :  06".
-        while let r = cleaned.range(of: " :") { cleaned.replaceSubrange(r, with: ":") }
-        while let r = cleaned.range(of: ": ") { cleaned.replaceSubrange(r, with: ":") }
+        // (Spaces before and after every colon go, in one pass.)
+        if cleaned.contains(":") {
+            var joined = ""
+            var afterColon = false
+            for ch in cleaned {
+                if ch == ":" {
+                    while joined.last == " " { joined.removeLast() }
+                    joined.append(ch)
+                    afterColon = true
+                } else if ch == " " && afterColon {
+                    continue
+                } else {
+                    afterColon = false
+                    joined.append(ch)
+                }
+            }
+            cleaned = joined
+        }
         var tokens = cleaned.split(separator: " ").map { String($0) }
         guard !tokens.isEmpty else { return nil }
         // Optional day name ("Tue", "Tuesday", "Tue.").

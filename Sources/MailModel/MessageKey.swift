@@ -1,4 +1,11 @@
 @preconcurrency import Crypto
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A message's identity: the SHA-256 of its bytes after every line ending has
 /// been normalised to CRLF (a bare LF becomes CRLF; CRLF and lone CR are kept).
@@ -96,16 +103,17 @@ public struct MessageHasher: @unchecked Sendable {
     public init() {}
 
     public mutating func update(_ buffer: UnsafeRawBufferPointer) {
-        guard !buffer.isEmpty else { return }
-        rawCount += Int64(buffer.count)
-        // Fast path: no LF that lacks its CR means the chunk hashes as it is.
-        var start = 0
-        var prevCR = lastWasCR
-        var i = 0
+        guard let base = buffer.baseAddress, !buffer.isEmpty else { return }
         let n = buffer.count
-        while i < n {
-            let b = buffer[i]
-            if b == 0x0A && !prevCR {
+        rawCount += Int64(n)
+        // Bare LFs are found with memchr (vectorised), not byte by byte: a
+        // chunk whose every LF follows a CR hashes as it is, in one call.
+        var start = 0
+        var from = 0
+        while from < n, let hit = memchr(base + from, 0x0A, n - from) {
+            let i = base.distance(to: UnsafeRawPointer(hit))
+            let prevCR = i == 0 ? lastWasCR : buffer[i - 1] == 0x0D
+            if !prevCR {
                 // Hash everything before the bare LF, then CRLF.
                 if i > start {
                     sha.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[start..<i]))
@@ -115,14 +123,13 @@ public struct MessageHasher: @unchecked Sendable {
                 normalizedCount += 2
                 start = i + 1
             }
-            prevCR = (b == 0x0D)
-            i += 1
+            from = i + 1
         }
         if n > start {
             sha.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[start..<n]))
             normalizedCount += Int64(n - start)
         }
-        lastWasCR = prevCR
+        lastWasCR = buffer[n - 1] == 0x0D
     }
 
     public mutating func update<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {

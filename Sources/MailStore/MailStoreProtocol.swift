@@ -32,6 +32,15 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable, CustomStringConv
     public static let appendReturnsID = StoreCapabilities(rawValue: 1 << 10)
     /// The store may rewrite messages on append (then verification falls back to headers).
     public static let rewritesMessages = StoreCapabilities(rawValue: 1 << 11)
+    /// `AppendResult.key` (and its sizes) are computed by the store from the
+    /// very bytes it wrote, as it wrote them: a caller need not hash the body
+    /// a second time to check what was stored (Maildir).
+    public static let keysWrittenBytes = StoreCapabilities(rawValue: 1 << 12)
+    /// Headers in a listing cost a request per message (POP3: `TOP n 0`);
+    /// the bodies a fetch hands out come with them read (`MessageInfo.headers`).
+    /// The engine then asks for them only when a destination's messages must
+    /// be matched, not to tell a source's own duplicates apart.
+    public static let headersPerMessage = StoreCapabilities(rawValue: 1 << 13)
 
     public static let localTree: StoreCapabilities = [.folders, .createFolders, .append, .flags, .keywords,
                                                       .internalDate, .delete, .setFlags, .persistentIDs, .appendReturnsID]
@@ -42,6 +51,7 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable, CustomStringConv
             (.keywords, "keywords"), (.internalDate, "internalDate"), (.delete, "delete"), (.setFlags, "setFlags"),
             (.changeTracking, "changeTracking"), (.persistentIDs, "persistentIDs"),
             (.appendReturnsID, "appendReturnsID"), (.rewritesMessages, "rewritesMessages"),
+            (.keysWrittenBytes, "keysWrittenBytes"), (.headersPerMessage, "headersPerMessage"),
         ]
         return names.filter { contains($0.0) }.map(\.1).joined(separator: ",")
     }
@@ -98,13 +108,17 @@ public struct AppendResult: Sendable, Hashable {
     public var size: Int64
     /// Keywords the store refused; the message went through without them.
     public var droppedFlags: [Flag]
+    /// Bytes after CRLF normalisation (what `key` covers), when the store counted them.
+    public var normalizedSize: Int64?
 
-    public init(id: MessageID?, uidValidity: UInt64? = nil, key: MessageKey, size: Int64, droppedFlags: [Flag] = []) {
+    public init(id: MessageID?, uidValidity: UInt64? = nil, key: MessageKey, size: Int64, droppedFlags: [Flag] = [],
+                normalizedSize: Int64? = nil) {
         self.id = id
         self.uidValidity = uidValidity
         self.key = key
         self.size = size
         self.droppedFlags = droppedFlags
+        self.normalizedSize = normalizedSize
     }
 }
 

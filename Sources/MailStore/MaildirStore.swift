@@ -41,7 +41,8 @@ import NIOConcurrencyHelpers
 public final class MaildirStore: MailStore, @unchecked Sendable {
     public let root: String
     public let location: StoreLocation
-    public var capabilities: StoreCapabilities { .localTree }
+    /// Appends hash the bytes as they are written (`keysWrittenBytes`).
+    public var capabilities: StoreCapabilities { StoreCapabilities.localTree.union(.keysWrittenBytes) }
 
     /// Serialises keyword-file updates within this process.
     private let keywordLock = NIOLock()
@@ -49,6 +50,8 @@ public final class MaildirStore: MailStore, @unchecked Sendable {
     private let foreignNames = NIOLockedValueBox<[FolderPath: String]>([:])
 
     private static let counter = NIOLockedValueBox<UInt64>(0)
+    /// Folders `append` has found complete (cur/, new/, tmp/), by folder.
+    private let appendFolders = NIOLockedValueBox<[FolderPath: String]>([:])
     /// Appends written to `tmp/`, made durable in `cur/` in batches.
     private let committer = MaildirCommitter()
     private static let host: String = {
@@ -148,6 +151,7 @@ public final class MaildirStore: MailStore, @unchecked Sendable {
         }
         try walk(root, [], depth: 0)
         foreignNames.withLockedValue { $0.merge(foreign) { $1 } }
+        appendFolders.withLockedValue { $0.removeAll() }
         return out.sorted { $0.path < $1.path }
     }
 
@@ -303,17 +307,36 @@ public final class MaildirStore: MailStore, @unchecked Sendable {
 
     // MARK: Writing
 
+    /// This process's id, read once (not a getpid(2) per message).
+    private static let pid = Posix.pid
+
     private static func uniqueName() -> String {
         let n = counter.withLockedValue { c -> UInt64 in c += 1; return c }
         let t = Posix.now()
-        return "\(t.seconds).M\(t.micros)P\(Posix.pid)Q\(n).\(host)"
+        return "\(t.seconds).M\(t.micros)P\(pid)Q\(n).\(host)"
     }
 
     public func append(to folder: FolderPath, _ request: AppendRequest, body: MessageBody) async throws -> PendingAppend {
-        let dir = try existingFolder(folder)
+        // A folder checked once (cur/, new/, tmp/) is not stat'ed again for
+        // each message; if it went away, the create below fails and the
+        // check runs again for a clear error.
+        let dir: String
+        if let known = appendFolders.withLockedValue({ $0[folder] }) {
+            dir = known
+        } else {
+            dir = try existingFolder(folder)
+            appendFolders.withLockedValue { $0[folder] = dir }
+        }
         let unique = Self.uniqueName()
         let tmpPath = dir + "/tmp/" + unique
-        let fd = try Posix.createExclusive(tmpPath)
+        let fd: Int32
+        do {
+            fd = try Posix.createExclusive(tmpPath)
+        } catch {
+            appendFolders.withLockedValue { _ = $0.removeValue(forKey: folder) }
+            _ = try existingFolder(folder)
+            throw error
+        }
         var hasher = MessageHasher()
         var staged = false
         defer {
@@ -340,7 +363,8 @@ public final class MaildirStore: MailStore, @unchecked Sendable {
         let size = hasher.rawCount
         let base = "\(unique),S=\(size)"
         let finalPath = dir + "/cur/" + base + ":2," + MaildirFileName.infoString(system: request.flags, keywordLetters: letters, preserved: [])
-        let result = AppendResult(id: MessageID(base), uidValidity: 1, key: hasher.finalize(), size: size, droppedFlags: dropped)
+        let result = AppendResult(id: MessageID(base), uidValidity: 1, key: hasher.finalize(), size: size, droppedFlags: dropped,
+                                  normalizedSize: hasher.normalizedCount)
         let ticket = committer.stage(.init(fd: fd, tmpPath: tmpPath, finalPath: finalPath, curDir: dir + "/cur"))
         staged = true
         let committer = self.committer

@@ -45,7 +45,9 @@ public final class POP3Store: MailStore, @unchecked Sendable {
     private var listSizes: [Int: Int64] = [:]
     private var markedForDeletion: Set<MessageID> = []
 
-    public var capabilities: StoreCapabilities { [.delete, .persistentIDs] }
+    /// Headers come from `TOP n 0`, one request per message; `fetchMessages`
+    /// reads them from each RETR'd body (`headersPerMessage`).
+    public var capabilities: StoreCapabilities { [.delete, .persistentIDs, .headersPerMessage] }
 
     /// Messages marked with DELE in this session, not yet committed by `close()`.
     public var pendingDeletions: Set<MessageID> { markedForDeletion }
@@ -98,15 +100,17 @@ public final class POP3Store: MailStore, @unchecked Sendable {
         let needHeaders = listOptions.includeHeaders || uids == nil
         var headerHashes: [Int: MessageKey] = [:]
         if needHeaders && !order.isEmpty {
+            // The header block is hashed only for synthetic ids (no UIDL).
+            let hashHeaders = uids == nil
             let missing = try await connection.top(order, lines: 0) { n, stream in
                 var reader = HeaderReader()
                 var hasher = MessageHasher()
                 while let chunk = try await stream.next() {
-                    chunk.withUnsafeReadableBytes { hasher.update($0) }
+                    if hashHeaders { chunk.withUnsafeReadableBytes { hasher.update($0) } }
                     reader.feed(chunk.readableBytesView)
                 }
                 headers[n] = reader.finish()
-                headerHashes[n] = hasher.finalize()
+                if hashHeaders { headerHashes[n] = hasher.finalize() }
             }
             if !missing.isEmpty { logger.debug("TOP found messages gone", metadata: ["numbers": "\(missing)"]) }
         }

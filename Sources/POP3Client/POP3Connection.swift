@@ -506,10 +506,14 @@ public final class POP3Connection: @unchecked Sendable {
         guard !commands.isEmpty else { return }
         try await skipUnread()
         let window = isPipelining ? options.pipelineWindow : 1
+        // Commands go out in groups of at least half a window (or what is
+        // left), not one per reply: each send is a hop to the event loop, a
+        // TLS record and a write(2); half a window stays in flight meanwhile.
+        let group = max(1, window / 2)
         var sent = 0
         func refill(_ inFlight: Int) async throws {
             let n = min(window - inFlight, commands.count - sent)
-            guard n > 0 else { return }
+            guard n > 0, n >= group || sent + n == commands.count else { return }
             try await send(Array(commands[sent..<(sent + n)]))
             sent += n
         }

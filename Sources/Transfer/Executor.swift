@@ -106,7 +106,11 @@ struct Executor: Sendable {
             return r
         }
         let firstSource = srcStored.mark == nil
-        var sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: firstSource))
+        // POP3 gives headers at a TOP per message: they are asked for below
+        // only if the destination holds messages to match.
+        let headersPerMessage = s.source.capabilities.contains(.headersPerMessage)
+        var sl = try await s.source.listMessages(in: pair.source,
+                                                 options: ListOptions(includeHeaders: firstSource && !headersPerMessage))
         var dl = FolderListing(folder: pair.destination, messages: [])
         var destinationExists = true
         do {
@@ -119,7 +123,12 @@ struct Executor: Sendable {
         var dk = knowledge(dstStored, dl, persistent: dstPersistent)
         let sUnknown = sl.messages.filter { sk.keys[$0.id] == nil && $0.key == nil }.count
         let dUnknown = dl.messages.filter { dk.keys[$0.id] == nil && $0.key == nil }.count
-        let needHeaders = (sUnknown > 0 && (!dl.messages.isEmpty || sUnknown >= 2)) || (dUnknown > 0 && !sl.messages.isEmpty)
+        // An empty destination: headers would only tell the source's own
+        // duplicates apart, and the copy tells those as it reads each body.
+        let duplicatesWhileCopying = headersPerMessage && dl.messages.isEmpty && !options.dryRun
+            && sl.messages.contains { $0.headers == nil }
+        let needHeaders = !duplicatesWhileCopying
+            && ((sUnknown > 0 && (!dl.messages.isEmpty || sUnknown >= 2)) || (dUnknown > 0 && !sl.messages.isEmpty))
         if needHeaders {
             if sl.messages.contains(where: { $0.headers == nil }) {
                 sl = try await s.source.listMessages(in: pair.source, options: ListOptions(includeHeaders: true))
@@ -133,10 +142,12 @@ struct Executor: Sendable {
         try commitMark(.source, pair.source, sl, srcStored)
         if destinationExists { try commitMark(.destination, pair.destination, dl, dstStored) }
 
+        var pairOptions = planOptions
+        pairOptions.sourceDuplicatesWhileCopying = duplicatesWhileCopying
         var input = PairInput(pair: pair, source: sl, destination: dl, sourceKeys: sk.keys, destinationKeys: dk.keys,
                               destinationOrigins: dk.origins,
                               destinationRewrites: s.destination.capabilities.contains(.rewritesMessages),
-                              options: planOptions)
+                              options: pairOptions)
         for round in 0..<4 {
             let actions = Planner.planMessages(input)
             let hashes = actions.compactMap { a -> (Side, FolderPath, [MessageID])? in
@@ -344,7 +355,8 @@ struct Executor: Sendable {
 
         if !copies.isEmpty {
             try await copyMessages(copies, pair: pair, s, validity: r.input.source.validity,
-                                   folderReport: folderReport, copiedThisRun: copiedThisRun)
+                                   folderReport: folderReport, copiedThisRun: copiedThisRun,
+                                   duplicatesWhileCopying: r.input.options.sourceDuplicatesWhileCopying)
         }
 
         if options.propagateDeletions, !copies.isEmpty {
@@ -415,7 +427,8 @@ struct Executor: Sendable {
     /// in order, appends pipelined with at most `appendWindow` awaiting
     /// confirmation, each message hashed as its chunks pass.
     func copyMessages(_ copies: [CopyItem], pair: FolderPair, _ s: Sessions, validity: FolderValidity,
-                      folderReport: Locked<FolderReport>, copiedThisRun: Locked<Set<MessageID>>) async throws {
+                      folderReport: Locked<FolderReport>, copiedThisRun: Locked<Set<MessageID>>,
+                      duplicatesWhileCopying: Bool = false) async throws {
         let byID = Dictionary(copies.map { ($0.sourceID, $0) }, uniquingKeysWith: { a, _ in a })
         let window = AppendWindow(limit: options.appendWindow)
         let (stream, cont) = AsyncStream.makeStream(of: InFlight.self)
@@ -424,6 +437,11 @@ struct Executor: Sendable {
         let destStore = s.destination
         let sourceStore = s.source
         let destinationRewrites = s.destination.capabilities.contains(.rewritesMessages)
+        // A store that hashes what it writes gives the key of the stored bytes
+        // itself: the body is not hashed a second time here.
+        let storeHashes = s.destination.capabilities.contains(.keysWrittenBytes)
+        // Planned without the source's headers: its own duplicates are told here.
+        let seen = duplicatesWhileCopying ? SourceDuplicates(destinationRewrites: destinationRewrites) : nil
         let intents = IntentBatcher(copies, pair: pair, validity: validity, state: state,
                                     batchSize: max(1, options.appendWindow))
         defer {
@@ -450,7 +468,9 @@ struct Executor: Sendable {
                     for await f in stream {
                         do {
                             let result = try await f.pending.result()
-                            let key = f.tap.key
+                            let key = storeHashes ? result.key : f.tap.key
+                            let (size, rawSize) = storeHashes ? (result.normalizedSize ?? result.size, result.size)
+                                                              : (f.tap.size, f.tap.rawSize)
                             if result.key != key, !destinationRewrites {
                                 window.release()
                                 confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
@@ -459,10 +479,10 @@ struct Executor: Sendable {
                                 continue
                             }
                             var remember = [KnownMessage(side: .source, folder: pair.source, id: f.item.sourceID,
-                                                         uidValidity: validity.uidValidity, key: key, size: f.tap.size)]
+                                                         uidValidity: validity.uidValidity, key: key, size: size)]
                             if let id = result.id {
                                 remember.append(KnownMessage(side: .destination, folder: pair.destination, id: id,
-                                                             uidValidity: result.uidValidity, key: key, size: f.tap.size,
+                                                             uidValidity: result.uidValidity, key: key, size: size,
                                                              origin: pair.source))
                             }
                             confirmed.append(JournalCompletion(f.seq, JournalOutcome(.confirmed, destinationID: result.id,
@@ -472,7 +492,7 @@ struct Executor: Sendable {
                             copiedThisRun.with { _ = $0.insert(f.item.sourceID) }
                             folderReport.with {
                                 $0.copied += 1
-                                $0.bytes += f.tap.rawSize
+                                $0.bytes += rawSize
                             }
                             self.report.with { rep in
                                 for k in result.droppedFlags {
@@ -481,7 +501,7 @@ struct Executor: Sendable {
                                 }
                                 if let ds = f.dateSource { rep.dateSources[ds.rawValue, default: 0] += 1 }
                             }
-                            self.progress.advance(messages: 1, bytes: f.tap.rawSize, folder: pair.source)
+                            self.progress.advance(messages: 1, bytes: rawSize, folder: pair.source)
                             self.flow?.progress(1)
                             window.release()
                         } catch let e as MailError where e.scope == .message {
@@ -509,6 +529,21 @@ struct Executor: Sendable {
                     let vanished = try await sourceStore.fetchMessages(copies.map(\.sourceID), in: pair.source) { info, body in
                         try Task.checkCancellation()
                         guard let item = byID[info.id] else { return }
+                        var body = body
+                        var info = info
+                        if let seen {
+                            switch try await seen.check(info, key: item.key, body: body) {
+                            case .first(let b, let judged):
+                                body = b
+                                info = judged
+                            case .duplicate(let key, let size):
+                                try state.remember([KnownMessage(side: .source, folder: pair.source, id: item.sourceID,
+                                                                 uidValidity: validity.uidValidity, key: key, size: size)])
+                                folderReport.with { $0.duplicates += 1 }
+                                self.progress.advance(messages: 1, bytes: 0, folder: pair.source)
+                                return
+                            }
+                        }
                         try await window.acquire()
                         let seq = try intents.seq(for: item)
                         var request = AppendRequest(flags: item.flags, internalDate: item.internalDate ?? info.internalDate,
@@ -518,7 +553,7 @@ struct Executor: Sendable {
                         if request.internalDate == nil {
                             // POP3: the date of the first Received:, else Date:, else now.
                             let headers: HeaderSummary
-                            if let h = item.headers {
+                            if let h = item.headers ?? info.headers {
                                 headers = h
                             } else {
                                 let peeked = try await PeekedBody.peekHeaders(body)
@@ -529,7 +564,7 @@ struct Executor: Sendable {
                             request.internalDate = d
                             dateSource = ds
                         }
-                        let tap = HashTap()
+                        let tap = HashTap(hashing: !storeHashes)
                         let pending: PendingAppend
                         do {
                             pending = try await destStore.append(to: pair.destination, request, body: tap.wrap(source))
@@ -542,6 +577,7 @@ struct Executor: Sendable {
                             throw Self.naming(error, pair, item.sourceID)
                         }
                         try effects.did("append \(pair.source) \(item.sourceID) to \(pair.destination)")
+                        seen?.record(info, key: item.key, tap: storeHashes ? nil : tap, pending: pending)
                         cont.yield(InFlight(seq: seq, item: item, tap: tap, pending: pending, dateSource: dateSource))
                     }
                     if !vanished.isEmpty {
@@ -683,12 +719,17 @@ final class AppendWindow: @unchecked Sendable {
 }
 
 /// Sees every chunk of a body as it passes to the destination: the key and
-/// the size come for free, without a second read.
+/// the size come for free, without a second read. Not `hashing`, it hands the
+/// body on untouched (the destination hashes what it writes).
 final class HashTap: @unchecked Sendable {
     private let lock = NSLock()
     private var hasher = MessageHasher()
+    private let hashing: Bool
+
+    init(hashing: Bool = true) { self.hashing = hashing }
 
     func wrap(_ body: MessageBody) -> MessageBody {
+        guard hashing else { return body }
         let it = IteratorBox(body.makeAsyncIterator())
         return MessageBody(size: body.size) { [self] in
             let chunk = try await it.next()

@@ -166,11 +166,18 @@ public struct PlanOptions: Sendable, Hashable {
     public var propagateDeletions: Bool
     /// The destination keeps flags / can change them.
     public var destinationFlags: Bool
+    /// Messages of unknown key are not hashed to tell duplicates inside the
+    /// source apart: the copy tells them as it reads each message, and copies
+    /// the first of each key only. The executor sets it for a source listed
+    /// without headers (POP3) into an empty destination.
+    public var sourceDuplicatesWhileCopying: Bool
 
-    public init(propagateFlags: Bool = false, propagateDeletions: Bool = false, destinationFlags: Bool = true) {
+    public init(propagateFlags: Bool = false, propagateDeletions: Bool = false, destinationFlags: Bool = true,
+                sourceDuplicatesWhileCopying: Bool = false) {
         self.propagateFlags = propagateFlags
         self.propagateDeletions = propagateDeletions
         self.destinationFlags = destinationFlags
+        self.sourceDuplicatesWhileCopying = sourceDuplicatesWhileCopying
     }
 }
 
@@ -264,7 +271,21 @@ public enum Planner {
     /// A header value without white space, for comparisons that folding and
     /// spacing must not upset.
     static func squeeze(_ s: String) -> String {
-        String(String.UnicodeScalarView(s.unicodeScalars.filter { !$0.properties.isWhitespace }))
+        // ASCII (nearly every header): white space is HT, LF, VT, FF, CR and
+        // space, as `isWhitespace` says; no Unicode property lookups.
+        if let ascii = s.utf8.withContiguousStorageIfAvailable({ bytes -> String? in
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes.count)
+            for b in bytes {
+                if b >= 0x80 { return nil }
+                if b == 0x20 || (b >= 0x09 && b <= 0x0D) { continue }
+                out.append(b)
+            }
+            return String(decoding: out, as: UTF8.self)
+        }), let ascii {
+            return ascii
+        }
+        return String(String.UnicodeScalarView(s.unicodeScalars.filter { !$0.properties.isWhitespace }))
     }
 
     /// The actions for one folder pair. When some messages can be told apart
@@ -298,7 +319,7 @@ public enum Planner {
         var hashDest = Set<MessageID>()
         for m in src {
             let k = key(m)
-            if k == nil {
+            if k == nil, !input.options.sourceDuplicatesWhileCopying {
                 // Another source message that may be this one: a duplicate
                 // inside the folder must be told by its key, or it is copied twice.
                 if sourceIndex.candidates(for: m).contains(where: { $0.id != m.id }) {

@@ -72,6 +72,69 @@ struct HeaderReaderTests {
         }
     }
 
+    /// The contiguous path (memchr, a line at a time) and the byte-at-a-time
+    /// path of any other sequence read the same, including at the size cut.
+    @Test func contiguousAndByteWiseFeedingAgree() throws {
+        var samples: [[UInt8]] = []
+        for extra in [-2, -1, 0, 1, 2] {
+            // A header block whose end falls around maxHeaderBytes.
+            var b = Array("Received: x; Tue, 1 Jul 2003 10:52:37 +0200\r\nMessage-ID: <cut@x>\r\n".utf8)
+            let line = Array("X-Filler: ".utf8) + Array(repeating: UInt8(ascii: "b"), count: 500) + [0x0D, 0x0A]
+            while b.count + line.count < HeaderReader.maxHeaderBytes - 40 { b += line }
+            b += Array("Subject: ".utf8)
+            b += Array(repeating: UInt8(ascii: "s"), count: HeaderReader.maxHeaderBytes - b.count - 2 + extra)
+            b += Array("\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\n\r\nbody\r\n".utf8)
+            samples.append(b)
+        }
+        samples.append(Array("\u{FEFF}From: a@x\nDate : Tue, 1 Jul 2003 10 : 52 : 37 +0200\nmessage-ID:\n\t<f@x>\nX-Long: a\n b\n\nbody".utf8))
+        samples.append(Array("From a@x Tue Jul 1 2003\nFROM: z@x\nReceived: (no date)\nReceived: x; Wed, 2 Jul 2003 10:52:37 +0200\n\n".utf8))
+        if let corpus = try Corpus.load() {
+            for e in corpus.messages.prefix(200) { samples.append(try e.load()) }
+        }
+        for bytes in samples {
+            var contiguous = HeaderReader()
+            var byteWise = HeaderReader()
+            let a = contiguous.feed(bytes)
+            let b = byteWise.feed(bytes.lazy.map { $0 })
+            #expect(a == b)
+            #expect(contiguous.finish() == byteWise.finish())
+        }
+    }
+
+    /// The byte-level reader of the common date form agrees with the general
+    /// parser wherever it answers (corpus Date: and Received: values, and
+    /// near misses), and answers for most real dates.
+    @Test func canonicalDatesAgreeWithTheGeneralParser() throws {
+        var values = [
+            "Tue, 1 Jul 2003 10:52:37 +0200", "Tue, 01 Jul 2003 10:52:37 +0200 (CEST)", "1 Jul 2003 10:52:37 -0000",
+            "\tWed, 2 Jul 2003 23:59:60 -0930", "tue, 1 JUL 2003 10:52:37 +0200", "Tue,1 Jul 2003 10:52:37 +0200",
+            "Tue, 1 Jul 2003 10:52:37 +0260", "Tue, 31 Feb 2003 10:52:37 +0200", "Tue, 1 Jul 2003 24:00:00 +0200",
+            "Tue, 1 Jul 2003 10:52 +0200", "Tue, 1 Jul 03 10:52:37 +0200", "Tue, 1 July 2003 10:52:37 +0200",
+            "Foo, 1 Jul 2003 10:52:37 +0200", "Tue, 1 Jul 2003 10:52:37 GMT", "Tue, 1 Jul 2003 10 : 52 : 37 +0200",
+            "Tue, 1 Jul 2003 10:52:37 +0200 (a (b) c)", "Tue, 1 Jul 2003 10:52:37 +0200 junk", "(c) Tue, 1 Jul 2003 10:52:37 +0200",
+            "Tue, 1 Jul 2003 10:52:37.5 +0200", "Tue, 1 Jul 2003 10:52:37 +02:00", "Tue, 1 Jul 2003 10:52:37 +0200 (",
+            "", " ", "Tue,", "1 Jul",
+        ]
+        if let corpus = try Corpus.load() {
+            for e in corpus.messages {
+                let text = String(decoding: try e.load().prefix(16_384), as: UTF8.self)
+                for line in text.split(separator: "\n") {
+                    let l = line.lowercased()
+                    if l.hasPrefix("date:") { values.append(String(line.dropFirst(5))) }
+                    if l.hasPrefix("received:"), let semi = line.lastIndex(of: ";") { values.append(String(line[line.index(after: semi)...])) }
+                }
+            }
+        }
+        var answered = 0
+        for v in values {
+            var t = v
+            guard let fast = t.withUTF8({ RFC5322Date.parseCommon($0) }) else { continue }
+            answered += 1
+            #expect(fast == RFC5322Date.parseAnyForm(v), "\(v.debugDescription)")
+        }
+        #expect(answered * 2 > values.count, "\(answered) of \(values.count)")
+    }
+
     @Test func hugeHeaderBlocksAreCutOff() {
         var bytes = Array("Message-ID: <big@x>\r\n".utf8)
         let filler = Array("X-Filler: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 1000) + [0x0D, 0x0A]

@@ -3,6 +3,7 @@ import Testing
 @testable import MailStore
 import MailModel
 import MailTestSupport
+import NIOCore
 
 struct FolderNameEscapingTests {
     @Test(arguments: [FolderNameEscaping.Flavor.maildir, .mbox])
@@ -79,6 +80,55 @@ struct MaildirStoreTests {
             #expect(listing.messages.map(\.id) == [id])
             #expect(listing.messages.first?.flags == [.flagged, .forwarded])
             #expect(listing.messages.first?.internalDate == date)
+        }
+    }
+
+    /// `keysWrittenBytes`: the transfer engine does not hash a Maildir
+    /// append itself, so the result's key must be the key of the file's bytes.
+    @Test func appendResultKeyIsTheKeyOfTheBytesWritten() async throws {
+        try await withTempDirectory { dir in
+            let store = try MaildirStore(root: dir, create: true)
+            #expect(store.capabilities.contains(.keysWrittenBytes))
+            let text = Array("From: a@example.org\nSubject: bare LF\r\n\nline\rwith CR\n".utf8) + [UInt8](repeating: 0x41, count: 70_000)
+            // Chunks cut between CR and LF and at bare LFs.
+            var chunks: [ByteBuffer] = []
+            var i = 0
+            for step in [3, 17, 1, 1, 29, 4096, 65_536] where i < text.count {
+                let end = min(text.count, i + step)
+                chunks.append(ByteBuffer(bytes: text[i..<end]))
+                i = end
+            }
+            if i < text.count { chunks.append(ByteBuffer(bytes: text[i...])) }
+            let box = ChunkQueue(chunks)
+            let body = MessageBody(size: nil) { box.next() }
+            let r = try await store.append(to: .inbox, AppendRequest(), body: body).result()
+            let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/cur")
+            let name = try #require(names.first)
+            let onDisk = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/cur/" + name)))
+            #expect(onDisk == text, "stored as sent")
+            #expect(r.key == MessageKey.of(onDisk))
+            #expect(r.size == Int64(onDisk.count))
+            var h = MessageHasher()
+            h.update(onDisk)
+            #expect(r.normalizedSize == h.normalizedCount)
+        }
+    }
+
+    @Test func aFolderRemovedAfterAnAppendGivesAClearError() async throws {
+        try await withTempDirectory { dir in
+            let store = try MaildirStore(root: dir, create: true)
+            let f = FolderPath("Gone")!
+            try await store.createFolder(f)
+            _ = try await store.append(to: f, AppendRequest(), body: .bytes(hello)).result()
+            try FileManager.default.removeItem(atPath: dir + "/Gone")
+            await #expect(throws: MailError.self) {
+                _ = try await store.append(to: f, AppendRequest(), body: .bytes(self.hello)).result()
+            }
+            do {
+                _ = try await store.append(to: f, AppendRequest(), body: .bytes(hello)).result()
+            } catch let e as MailError {
+                #expect(e.kind == .notFound, "\(e)")
+            }
         }
     }
 
@@ -187,4 +237,12 @@ struct MaildirStoreTests {
             #expect(bodies.values.allSatisfy { HeaderReader.read($0).messageID != nil || !$0.isEmpty })
         }
     }
+}
+
+/// Hands out chunks in order, then nil.
+final class ChunkQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var chunks: [ByteBuffer]
+    init(_ chunks: [ByteBuffer]) { self.chunks = chunks }
+    func next() -> ByteBuffer? { lock.withLock { chunks.isEmpty ? nil : chunks.removeFirst() } }
 }
