@@ -657,8 +657,8 @@ final class AppendWindow: @unchecked Sendable {
         self.byteLimit = max(1, byteLimit)
     }
 
-    /// Messages and bytes in the window now (for tests).
-    var occupancy: (messages: Int, bytes: Int64) { lock.withLock { (inUse, bytesInUse) } }
+    /// Messages and bytes in the window now, and acquires waiting (for tests).
+    var occupancy: (messages: Int, bytes: Int64, waiting: Int) { lock.withLock { (inUse, bytesInUse, waiters.count) } }
 
     private func fits(_ bytes: Int64) -> Bool {
         inUse == 0 || (inUse < limit && bytesInUse + bytes <= byteLimit)
