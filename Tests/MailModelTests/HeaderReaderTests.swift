@@ -24,6 +24,17 @@ struct HeaderReaderTests {
         #expect(h.from == "\"Folded Name\" <f@x>")
     }
 
+    @Test func namesMatchWholeAndCaseInsensitivelyWithSpaceBeforeTheColon() {
+        let h = read("X-Message-ID: <not@x>\r\nFrom-Name: not\r\nDates: not\r\nMESSAGE-id \t: <id@x>\r\nfRoM : A <a@x>\r\ndAtE: Tue, 1 Jul 2003 10:50:00 +0200\r\nRECEIVED: from a by b; Tue, 1 Jul 2003 10:52:37 +0200\r\n\r\n")
+        #expect(h.messageID == "<id@x>")
+        #expect(h.from == "A <a@x>")
+        #expect(h.date?.secondsSinceEpoch == 1_057_049_400)
+        #expect(h.firstReceivedDate?.secondsSinceEpoch == 1_057_049_557)
+        #expect(HeaderReader.wantedField(ArraySlice(" Date\t".utf8)) == "date")
+        #expect(HeaderReader.wantedField(ArraySlice("Dat".utf8)) == nil)
+        #expect(HeaderReader.wantedField(ArraySlice("".utf8)) == nil)
+    }
+
     @Test func eightBitHeadersAndDuplicates() {
         var bytes = Array("From: ".utf8) + [0xE9, 0xFF, 0x20] + Array("<a@x>\r\nMessage-ID: <first@x>\r\nMessage-ID: <second@x>\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\nDate: Wed, 2 Jul 2003 10:52:37 +0200\r\n\r\n".utf8)
         bytes += [0x00, 0xFF]
