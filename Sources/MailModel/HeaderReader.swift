@@ -67,6 +67,9 @@ public struct HeaderReader: Sendable {
     @discardableResult
     public mutating func feed<Bytes: Sequence>(_ bytes: Bytes) -> Bool where Bytes.Element == UInt8 {
         if isComplete { return true }
+        // Bytes in one piece (a ByteBuffer's view, an array) go line by
+        // line, not byte by byte through the generic iterator.
+        if let done = bytes.withContiguousStorageIfAvailable({ feedContiguous($0) }) { return done }
         for b in bytes {
             consumed += 1
             if consumed > Self.maxHeaderBytes {
@@ -80,6 +83,35 @@ public struct HeaderReader: Sendable {
                 if isComplete { return true }
             } else {
                 line.append(b)
+            }
+        }
+        return false
+    }
+
+    /// `feed` over contiguous bytes; the same outcome, a line at a time.
+    private mutating func feedContiguous(_ buf: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        let n = buf.count
+        while i < n {
+            // Bytes that may still be taken before the header block is cut off.
+            let limit = min(n, i + max(0, Self.maxHeaderBytes - consumed))
+            if limit <= i {
+                consumed += 1
+                endLine()
+                completeField()
+                isComplete = true
+                return true
+            }
+            if let lf = buf[i..<limit].firstIndex(of: 0x0A) {
+                line.append(contentsOf: buf[i..<lf])
+                consumed += lf - i + 1
+                i = lf + 1
+                endLine()
+                if isComplete { return true }
+            } else {
+                line.append(contentsOf: buf[i..<limit])
+                consumed += limit - i
+                i = limit
             }
         }
         return false
