@@ -358,8 +358,13 @@ public final class IMAPConnection: Sendable {
     /// of "+"): then the whole command failed and nothing of it was stored.
     public func appendNext<Body: AsyncSequence & Sendable>(_ pending: PendingCommand, message: AppendWriter.Message, body: Body) async throws
     where Body.Element == ByteBuffer {
-        try await onLoop { $0.messageDone(pending.id) }
-        try await onLoop { $0.appendNext(pending.id, message) }
+        // One trip to the event loop for both steps (each trip is a thread
+        // hand-off; per message they were a good part of a copy's CPU).
+        let id = pending.id
+        try await onLoop {
+            $0.messageDone(id)
+            $0.appendNext(id, message)
+        }
         try await streamMessage(pending, message: message, body: body)
     }
 
@@ -392,9 +397,10 @@ public final class IMAPConnection: Sendable {
             for try await chunk in body {
                 sent += Int64(chunk.readableBytes)
                 if sent > message.size { break }
-                let future: EventLoopFuture<Void> = try await channel.eventLoop.submit { handler.value.writeBody(id, chunk) }.get()
-                    ?? channel.eventLoop.makeSucceededVoidFuture()
-                try await future.get()
+                // One wait per chunk: for the hop to the event loop and the
+                // write both (the write's completion paces the producer).
+                let loop = channel.eventLoop
+                try await loop.flatSubmit { handler.value.writeBody(id, chunk) ?? loop.makeSucceededVoidFuture() }.get()
             }
         } catch {
             // The literal is cut short: the session cannot be kept in step.

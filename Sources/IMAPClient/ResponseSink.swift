@@ -42,7 +42,7 @@ public final class ResponseSink: @unchecked Sendable {
                 waiter = nil
                 return (w, false)
             }
-            items.append(item)
+            items.append(Self.compacted(item))
             bufferedBytes += bytes
             if bufferedBytes > highWater { paused = true; return (nil, true) }
             return (nil, false)
@@ -60,6 +60,23 @@ public final class ResponseSink: @unchecked Sendable {
         }
         w?.resume(throwing: error)
     }
+
+    /// Message bytes that wait in the queue, copied out of the read buffer
+    /// they are a slice of when that buffer is much bigger than they are:
+    /// a slice keeps its whole buffer alive (a TLS read buffer of 32-128 KB
+    /// behind a few hundred bytes), so the high-water mark, which counts
+    /// the bytes, would not bound the memory held. Bytes handed straight to
+    /// a waiting caller are not copied.
+    static func compacted(_ item: Item) -> Item {
+        guard case .fetch(.streamingBytes(let b)) = item,
+              b.storageCapacity > 2 * b.readableBytes + compactionSlack else { return item }
+        var copy = ByteBufferAllocator().buffer(capacity: b.readableBytes)
+        _ = copy.writeImmutableBuffer(b)
+        return .fetch(.streamingBytes(copy))
+    }
+
+    /// Below this much waste a queued slice is kept as it is.
+    static let compactionSlack = 4096
 
     public var isCompleted: Bool { lock.withLock { completed } }
 

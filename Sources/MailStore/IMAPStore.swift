@@ -482,7 +482,7 @@ public final class IMAPStore: MailStore {
             } catch let e as MailError {
                 throw e.with(folder: folder)
             }
-            hasNUL = buffer.readableBytesView.contains(0)
+            hasNUL = Self.containsNUL(buffer)
             size = Int64(buffer.readableBytes)
             source = .bytes(buffer)
             held = buffer
@@ -650,6 +650,15 @@ public final class IMAPStore: MailStore {
             let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
                                                           folder: folder, logger: logger)
             return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: droppedNow)
+        }
+    }
+
+    /// Whether `buffer` holds a NUL byte (memchr: the byte-wise search over
+    /// a ByteBufferView cost ~3% of an IMAP -> IMAP copy's CPU).
+    static func containsNUL(_ buffer: ByteBuffer) -> Bool {
+        buffer.withUnsafeReadableBytes { raw in
+            guard let base = raw.baseAddress, raw.count > 0 else { return false }
+            return memchr(base, 0, raw.count) != nil
         }
     }
 

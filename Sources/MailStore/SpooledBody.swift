@@ -39,7 +39,7 @@ public enum SpooledBody {
         var size: Int64 = 0
         var nul = false
         for try await var chunk in body {
-            if !nul { nul = chunk.readableBytesView.contains(0) }
+            if !nul { nul = IMAPStore.containsNUL(chunk) }
             size += Int64(chunk.readableBytes)
             if let f = file {
                 try f.append(chunk)

@@ -421,16 +421,19 @@ struct Executor: Sendable {
         var tap: HashTap
         var pending: PendingAppend
         var dateSource: DateSource?
+        /// What it takes of the append window.
+        var cost: Int64
     }
 
     /// Streams the messages from the source into the destination: one fetch
-    /// in order, appends pipelined with at most `appendWindow` awaiting
-    /// confirmation, each message hashed as its chunks pass.
+    /// in order, appends pipelined with at most `appendWindow` messages
+    /// (and `appendWindowBytes`) awaiting confirmation, each message hashed
+    /// as its chunks pass.
     func copyMessages(_ copies: [CopyItem], pair: FolderPair, _ s: Sessions, validity: FolderValidity,
                       folderReport: Locked<FolderReport>, copiedThisRun: Locked<Set<MessageID>>,
                       duplicatesWhileCopying: Bool = false) async throws {
         let byID = Dictionary(copies.map { ($0.sourceID, $0) }, uniquingKeysWith: { a, _ in a })
-        let window = AppendWindow(limit: options.appendWindow)
+        let window = AppendWindow(limit: options.appendWindow, byteLimit: options.appendWindowBytes)
         let (stream, cont) = AsyncStream.makeStream(of: InFlight.self)
         let state = self.state
         let effects = self.effects
@@ -472,7 +475,7 @@ struct Executor: Sendable {
                             let (size, rawSize) = storeHashes ? (result.normalizedSize ?? result.size, result.size)
                                                               : (f.tap.size, f.tap.rawSize)
                             if result.key != key, !destinationRewrites {
-                                window.release()
+                                window.release(bytes: f.cost)
                                 confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
                                 self.fail(pair, f.item.sourceID, "the destination received different bytes than were sent",
                                           folderReport)
@@ -503,9 +506,9 @@ struct Executor: Sendable {
                             }
                             self.progress.advance(messages: 1, bytes: rawSize, folder: pair.source)
                             self.flow?.progress(1)
-                            window.release()
+                            window.release(bytes: f.cost)
                         } catch let e as MailError where e.scope == .message {
-                            window.release()
+                            window.release(bytes: f.cost)
                             confirmed.append(JournalCompletion(f.seq, JournalOutcome(.abandoned)))
                             self.fail(pair, f.item.sourceID, e.description, folderReport)
                         } catch {
@@ -544,7 +547,9 @@ struct Executor: Sendable {
                                 return
                             }
                         }
-                        try await window.acquire()
+                        // Its size as the source tells it (unknown: counted as nothing).
+                        let cost = body.size ?? item.size ?? 0
+                        try await window.acquire(bytes: cost)
                         let seq = try intents.seq(for: item)
                         var request = AppendRequest(flags: item.flags, internalDate: item.internalDate ?? info.internalDate,
                                                     key: item.key)
@@ -569,7 +574,7 @@ struct Executor: Sendable {
                         do {
                             pending = try await destStore.append(to: pair.destination, request, body: tap.wrap(source))
                         } catch let e as MailError where e.scope == .message {
-                            window.release()
+                            window.release(bytes: cost)
                             try state.complete(seq, JournalOutcome(.abandoned))
                             self.fail(pair, item.sourceID, e.description, folderReport)
                             return
@@ -578,7 +583,7 @@ struct Executor: Sendable {
                         }
                         try effects.did("append \(pair.source) \(item.sourceID) to \(pair.destination)")
                         seen?.record(info, key: item.key, tap: storeHashes ? nil : tap, pending: pending)
-                        cont.yield(InFlight(seq: seq, item: item, tap: tap, pending: pending, dateSource: dateSource))
+                        cont.yield(InFlight(seq: seq, item: item, tap: tap, pending: pending, dateSource: dateSource, cost: cost))
                     }
                     if !vanished.isEmpty {
                         folderReport.with { $0.skipped += vanished.count }
@@ -669,43 +674,64 @@ final class IntentBatcher: @unchecked Sendable {
     }
 }
 
-/// Bounds the appends awaiting confirmation. `fail` wakes every waiter with the error.
+/// Bounds the appends awaiting confirmation, in messages and in bytes. A
+/// message costs its size; one bigger than the byte bound is let in only
+/// when the window is empty (it goes alone). Waiters are let in in order
+/// (a big message is not passed over by small ones). `fail` wakes every
+/// waiter with the error.
 final class AppendWindow: @unchecked Sendable {
     private let lock = NSLock()
-    private let limit: Int
+    let limit: Int
+    let byteLimit: Int64
     private var inUse = 0
+    private var bytesInUse: Int64 = 0
     private var failure: Error?
-    private var waiters: [CheckedContinuation<Void, Error>] = []
+    private var waiters: [(bytes: Int64, c: CheckedContinuation<Void, Error>)] = []
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, byteLimit: Int64 = .max) {
+        self.limit = max(1, limit)
+        self.byteLimit = max(1, byteLimit)
+    }
 
-    func acquire() async throws {
+    /// Messages and bytes in the window now, and acquires waiting (for tests).
+    var occupancy: (messages: Int, bytes: Int64, waiting: Int) { lock.withLock { (inUse, bytesInUse, waiters.count) } }
+
+    private func fits(_ bytes: Int64) -> Bool {
+        inUse == 0 || (inUse < limit && bytesInUse + bytes <= byteLimit)
+    }
+
+    func acquire(bytes: Int64 = 0) async throws {
+        let bytes = max(0, bytes)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
             lock.lock()
             if let failure {
                 lock.unlock()
                 c.resume(throwing: failure)
-            } else if inUse < limit {
+            } else if waiters.isEmpty, fits(bytes) {
                 inUse += 1
+                bytesInUse += bytes
                 lock.unlock()
                 c.resume()
             } else {
-                waiters.append(c)
+                waiters.append((bytes, c))
                 lock.unlock()
             }
         }
     }
 
-    func release() {
+    func release(bytes: Int64 = 0) {
         lock.lock()
-        if !waiters.isEmpty {
-            let w = waiters.removeFirst()
-            lock.unlock()
-            w.resume()
-        } else {
-            inUse = max(0, inUse - 1)
-            lock.unlock()
+        inUse = max(0, inUse - 1)
+        bytesInUse = max(0, bytesInUse - max(0, bytes))
+        var wake: [CheckedContinuation<Void, Error>] = []
+        while let first = waiters.first, fits(first.bytes) {
+            waiters.removeFirst()
+            inUse += 1
+            bytesInUse += first.bytes
+            wake.append(first.c)
         }
+        lock.unlock()
+        for w in wake { w.resume() }
     }
 
     func fail(_ error: Error) {
@@ -714,7 +740,7 @@ final class AppendWindow: @unchecked Sendable {
         let ws = waiters
         waiters = []
         lock.unlock()
-        for w in ws { w.resume(throwing: error) }
+        for w in ws { w.c.resume(throwing: error) }
     }
 }
 

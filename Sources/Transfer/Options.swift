@@ -20,8 +20,16 @@ public struct MigrationOptions: Sendable {
     public var propagateDeletions: Bool
     /// Verify after copying (always on for `--delete-source`).
     public var verify: Bool
-    /// Appends in flight per folder (pipelining window).
+    /// Appends in flight per folder (pipelining window): most messages
+    /// sent and not yet confirmed. Deep enough that MULTIAPPEND batches
+    /// fill while earlier ones are stored.
     public var appendWindow: Int
+    /// Most bytes (message sizes) in that window: a store may keep what it
+    /// sent until the server confirms it (an IMAP MULTIAPPEND keeps its
+    /// messages to resend them alone if refused), so this bounds the memory
+    /// each folder's appends hold. A message bigger than this goes when the
+    /// window is empty, alone.
+    public var appendWindowBytes: Int64
     public var retry: RetryPolicy
     /// Throttles: their own budget, and how parallelism falls and recovers.
     public var throttle: ThrottlePolicy
@@ -35,8 +43,9 @@ public struct MigrationOptions: Sendable {
 
     public init(selection: FolderSelection = FolderSelection(), deleteSource: Bool = false, dryRun: Bool = false,
                 parallel: Int = 1, propagateFlags: Bool = false, propagateDeletions: Bool = false, verify: Bool = true,
-                appendWindow: Int = 8, retry: RetryPolicy = RetryPolicy(), stopAfterEffect: Int? = nil,
-                command: String = "migrate", throttle: ThrottlePolicy = ThrottlePolicy(), pacing: Pacing? = nil) {
+                appendWindow: Int = 64, retry: RetryPolicy = RetryPolicy(), stopAfterEffect: Int? = nil,
+                command: String = "migrate", throttle: ThrottlePolicy = ThrottlePolicy(), pacing: Pacing? = nil,
+                appendWindowBytes: Int64 = 8 * 1024 * 1024) {
         self.selection = selection
         self.deleteSource = deleteSource
         self.dryRun = dryRun
@@ -45,6 +54,7 @@ public struct MigrationOptions: Sendable {
         self.propagateDeletions = propagateDeletions
         self.verify = verify
         self.appendWindow = max(1, appendWindow)
+        self.appendWindowBytes = max(1, appendWindowBytes)
         self.retry = retry
         self.throttle = throttle
         self.pacing = pacing

@@ -271,19 +271,18 @@ public enum Planner {
     /// A header value without white space, for comparisons that folding and
     /// spacing must not upset.
     static func squeeze(_ s: String) -> String {
-        // ASCII (nearly every header): white space is HT, LF, VT, FF, CR and
-        // space, as `isWhitespace` says; no Unicode property lookups.
-        if let ascii = s.utf8.withContiguousStorageIfAvailable({ bytes -> String? in
-            var out: [UInt8] = []
-            out.reserveCapacity(bytes.count)
-            for b in bytes {
-                if b >= 0x80 { return nil }
-                if b == 0x20 || (b >= 0x09 && b <= 0x0D) { continue }
-                out.append(b)
-            }
-            return String(decoding: out, as: UTF8.self)
-        }), let ascii {
-            return ascii
+        // ASCII (nearly every header value): white space is HT, LF, VT, FF,
+        // CR and SP, and a value without any comes back as it is. The
+        // Unicode property lookup for every scalar cost ~2.5% of a copy's CPU.
+        var ascii = true
+        var white = false
+        for b in s.utf8 {
+            if b >= 0x80 { ascii = false; break }
+            if b == 0x20 || (b >= 0x09 && b <= 0x0D) { white = true }
+        }
+        if ascii {
+            guard white else { return s }
+            return String(decoding: s.utf8.filter { !($0 == 0x20 || ($0 >= 0x09 && $0 <= 0x0D)) }, as: UTF8.self)
         }
         return String(String.UnicodeScalarView(s.unicodeScalars.filter { !$0.properties.isWhitespace }))
     }

@@ -24,6 +24,48 @@ struct HeaderReaderTests {
         #expect(h.from == "\"Folded Name\" <f@x>")
     }
 
+    @Test func namesMatchWholeAndCaseInsensitivelyWithSpaceBeforeTheColon() {
+        let h = read("X-Message-ID: <not@x>\r\nFrom-Name: not\r\nDates: not\r\nMESSAGE-id \t: <id@x>\r\nfRoM : A <a@x>\r\ndAtE: Tue, 1 Jul 2003 10:50:00 +0200\r\nRECEIVED: from a by b; Tue, 1 Jul 2003 10:52:37 +0200\r\n\r\n")
+        #expect(h.messageID == "<id@x>")
+        #expect(h.from == "A <a@x>")
+        #expect(h.date?.secondsSinceEpoch == 1_057_049_400)
+        #expect(h.firstReceivedDate?.secondsSinceEpoch == 1_057_049_557)
+        #expect(HeaderReader.wantedField(ArraySlice(" Date\t".utf8)) == "date")
+        #expect(HeaderReader.wantedField(ArraySlice("Dat".utf8)) == nil)
+        #expect(HeaderReader.wantedField(ArraySlice("".utf8)) == nil)
+    }
+
+    /// Contiguous input (read a line at a time) gives what byte-by-byte
+    /// input gives, whatever the chunking, including a header block cut off
+    /// at `maxHeaderBytes`.
+    @Test(arguments: [1, 7, 64, 4096, 1 << 20])
+    func contiguousAndByteWiseFeedingAgree(chunk: Int) {
+        let huge = "X-Long: " + String(repeating: "a", count: HeaderReader.maxHeaderBytes) + "\r\nDate: Tue, 1 Jul 2003 10:50:00 +0200\r\n\r\nbody"
+        let inputs = [
+            "Received: from a by b; Tue, 1 Jul 2003 10:52:37 +0200\r\nFrom: A <a@x>\r\nDate: Tue, 1 Jul 2003 10:50:00 +0200\r\nMessage-ID: <id@x>\r\n\r\nbody\r\n",
+            "message-id:\n  <folded@x>\nDATE: Tue,\n\t1 Jul 2003\n 10:52:37 +0200\nfrom: x\n\nbody",
+            "From: a\r\nno colon here\r\nDate: Tue, 1 Jul 2003 10:50:00 +0200\r\n",
+            "Message-ID: <" + String(repeating: "m", count: HeaderReader.maxHeaderBytes + 10) + ">\r\n\r\n",
+            huge,
+        ]
+        for text in inputs {
+            let bytes = Array(text.utf8)
+            var a = HeaderReader()
+            var b = HeaderReader()
+            var doneA = false
+            var doneB = false
+            var i = 0
+            while i < bytes.count {
+                let piece = Array(bytes[i..<min(bytes.count, i + chunk)])
+                if !doneA { doneA = a.feed(piece) }
+                if !doneB { doneB = b.feed(piece.lazy.map { $0 }) }
+                i += chunk
+            }
+            #expect(doneA == doneB)
+            #expect(a.finish() == b.finish())
+        }
+    }
+
     @Test func eightBitHeadersAndDuplicates() {
         var bytes = Array("From: ".utf8) + [0xE9, 0xFF, 0x20] + Array("<a@x>\r\nMessage-ID: <first@x>\r\nMessage-ID: <second@x>\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\nDate: Wed, 2 Jul 2003 10:52:37 +0200\r\n\r\n".utf8)
         bytes += [0x00, 0xFF]
