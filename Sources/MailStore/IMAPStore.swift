@@ -120,8 +120,10 @@ public final class IMAPStore: MailStore {
         self.options = options
         self.map = map
         self.logger = logger
+        // Appends hash the bytes as they go on the wire (`HashingBody`), so the
+        // engine need not hash them a second time (`keysWrittenBytes`).
         var caps: StoreCapabilities = [.folders, .createFolders, .append, .flags, .keywords, .internalDate, .delete,
-                                       .setFlags, .persistentIDs]
+                                       .setFlags, .persistentIDs, .keysWrittenBytes]
         if connection.enabled.contains(.condStore) || connection.enabled.contains(.qresync) { caps.insert(.changeTracking) }
         if connection.has(.uidPlus) { caps.insert(.appendReturnsID) }
         self.capabilities = caps
@@ -574,10 +576,12 @@ public final class IMAPStore: MailStore {
             }
             state.withLockedValue { $0.appendedMessages += 1 }
             let key = hasher.finalize()
+            let normalized = hasher.normalizedCount
             return PendingAppend {
                 batch.noteWaiter()
                 let (id, validity) = try await batch.result(index)
-                return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped)
+                return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped,
+                                    normalizedSize: normalized)
             }
         }
 
@@ -626,6 +630,7 @@ public final class IMAPStore: MailStore {
             throw e.with(folder: folder)
         }
         let key = hasher.finalize()
+        let normalized = hasher.normalizedCount
         let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
         let logger = self.logger
         // A message held in memory can go again without its keywords if the
@@ -649,7 +654,8 @@ public final class IMAPStore: MailStore {
             }
             let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
                                                           folder: folder, logger: logger)
-            return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: droppedNow)
+            return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: droppedNow,
+                                normalizedSize: normalized)
         }
     }
 
@@ -1030,6 +1036,8 @@ final class HashingBody: AsyncSequence, @unchecked Sendable {
     }
 
     func finalize() -> MessageKey { lock.withLock { hasher.finalize() } }
+    /// Bytes after CRLF normalisation (what the key covers).
+    var normalizedCount: Int64 { lock.withLock { hasher.normalizedCount } }
 }
 
 /// One MULTIAPPEND (RFC 3502) command: the messages that joined it, and its

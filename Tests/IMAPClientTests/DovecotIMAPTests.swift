@@ -93,20 +93,34 @@ struct DovecotIMAPTests {
         let folder = FolderPath(components: ["Corpus"])!
         try await store.createFolder(folder)
         var expected: [MessageKey: Int] = [:]
-        var pending: [PendingAppend] = []
+        // The store hashes what it sends (`keysWrittenBytes`): the engine takes
+        // each result's key and sizes as they are, so they must be the bytes'.
+        #expect(store.capabilities.contains(.keysWrittenBytes))
+        var pending: [(PendingAppend, MessageHasher, Int)] = []
         var refused = 0
+        func settle() async throws {
+            for (p, h, raw) in pending {
+                let r = try await p.result()
+                #expect(r.key == h.finalize())
+                #expect(r.size == Int64(raw))
+                #expect(r.normalizedSize == h.normalizedCount)
+            }
+            pending.removeAll()
+        }
         for name in files {
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/messages/" + name)))
             do {
-                pending.append(try await store.append(to: folder, AppendRequest(flags: [.seen]), body: .bytes(bytes)))
+                var h = MessageHasher()
+                h.update(bytes)
+                pending.append((try await store.append(to: folder, AppendRequest(flags: [.seen]), body: .bytes(bytes)), h, bytes.count))
                 expected[MessageKey.of(bytes), default: 0] += 1
             } catch let e as MailError where e.scope == .message {
                 refused += 1
                 print("corpus message \(name) refused: \(e)")
             }
-            if pending.count >= 64 { for p in pending { _ = try await p.result() }; pending.removeAll() }
+            if pending.count >= 64 { try await settle() }
         }
-        for p in pending { _ = try await p.result() }
+        try await settle()
         #expect(refused == 0)
         let listing = try await store.listMessages(in: folder)
         #expect(listing.messages.count == files.count - refused)
