@@ -248,11 +248,18 @@ public enum AppendWriter {
         public var size: Int64
         /// Use literal8 (`~{n}`), for messages with NUL bytes on servers with BINARY.
         public var binary: Bool
-        public init(flags: [Flag], internalDate: InternalDate?, size: Int64, binary: Bool = false) {
+        /// Wait for "+" before the bytes even where LITERAL+/LITERAL- would
+        /// allow otherwise: for a message the server may refuse for what its
+        /// command line says (a keyword longer than it takes). A refusal then
+        /// comes before any byte of the message is sent, so none of them can
+        /// be read as commands.
+        public var synchronizing: Bool
+        public init(flags: [Flag], internalDate: InternalDate?, size: Int64, binary: Bool = false, synchronizing: Bool = false) {
             self.flags = flags
             self.internalDate = internalDate
             self.size = size
             self.binary = binary
+            self.synchronizing = synchronizing
         }
     }
 
@@ -270,7 +277,7 @@ public enum AppendWriter {
         }
         if let d = m.internalDate { w.writeString(" " + IMAPDateTime.format(d)) }
         w.writeString(" ")
-        w.writeLiteralHeader(size: m.size, binary: m.binary)
+        w.writeLiteralHeader(size: m.size, binary: m.binary, synchronizing: m.synchronizing)
         return w.finish()
     }
 

@@ -110,13 +110,14 @@ public struct CommandWriter: Sendable {
     /// Writes `{n}`/`{n+}`/`~{n}` CRLF. For a synchronising literal the bytes
     /// so far become a part of their own, and the client must wait for "+"
     /// before sending what follows. Returns true when synchronising.
+    /// `synchronizing` asks for "+" even where LITERAL+/LITERAL- allow otherwise.
     @discardableResult
-    public mutating func writeLiteralHeader(size: Int64, binary: Bool) -> Bool {
+    public mutating func writeLiteralHeader(size: Int64, binary: Bool, synchronizing: Bool = false) -> Bool {
         if serverSide {
             buffer.writeString((binary ? "~{" : "{") + String(size) + "}\r\n")
             return false
         }
-        let nonSync = options.nonSynchronizing(size: size)
+        let nonSync = !synchronizing && options.nonSynchronizing(size: size)
         buffer.writeString((binary ? "~{" : "{") + String(size) + (nonSync ? "+}" : "}") + "\r\n")
         if !nonSync {
             finishedParts.append(buffer)

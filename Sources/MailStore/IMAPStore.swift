@@ -511,7 +511,10 @@ public final class IMAPStore: MailStore {
         // Bodies over the check limit stream unread, watched for NUL bytes.
         let streamed = !binary && size > Int64(checkLimit)
         let hasher = HashingBody(source, checkNUL: streamed)
-        let message = AppendWriter.Message(flags: flags, internalDate: request.internalDate, size: size, binary: binary)
+        // A keyword longer than Dovecot's default limit may be refused mid-command:
+        // the literal then waits for "+" (see `batchedKeywordLimit`).
+        let message = AppendWriter.Message(flags: flags, internalDate: request.internalDate, size: size, binary: binary,
+                                           synchronizing: Self.mayBeRefusedForKeywords(flags))
         let finalDropped = dropped
         if !dropped.isEmpty {
             logger.info("keywords dropped on append", metadata: ["folder": "\(folder)", "flags": "\(dropped.map(\.name))"])
@@ -588,8 +591,29 @@ public final class IMAPStore: MailStore {
         let pending: PendingCommand
         do {
             pending = try await connection.beginAppend(to: m, message: message, body: hasher)
-        } catch let e as MailError {
-            throw e.with(folder: folder)
+        } catch {
+            let keywords = flags.filter(\.isKeyword)
+            guard message.synchronizing, let held, !keywords.isEmpty, Self.mayBeKeywordRefusal(error) else {
+                throw (error as? MailError)?.with(folder: folder) ?? error
+            }
+            // Refused before its bytes went (it waited for "+"), most likely for a
+            // keyword: it goes again without them once this append has let go of
+            // the append lock, as its confirmation is awaited.
+            state.withLockedValue { $0.appendCommands += 1 }
+            var plain = MessageHasher()
+            held.withUnsafeReadableBytes { plain.update($0) }
+            let key = plain.finalize()
+            let normalized = plain.normalizedCount
+            let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
+            let logger = self.logger
+            return PendingAppend {
+                let (r, left) = try await self.appendWithoutKeywords(folder: folder, message, bytes: held, keywords: keywords,
+                                                                     sourceID: request.sourceID, refusal: error)
+                let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
+                                                              folder: folder, logger: logger)
+                return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped + left,
+                                    normalizedSize: normalized)
+            }
         }
         state.withLockedValue {
             $0.appendCommands += 1
@@ -680,6 +704,14 @@ public final class IMAPStore: MailStore {
     /// refused cleanly ("Keyword length too long") and the session goes on.
     static let batchedKeywordLimit = 50
 
+    /// A keyword longer than `batchedKeywordLimit`: the server may refuse the
+    /// APPEND for it as soon as it reads the command line, so the literal must
+    /// wait for "+". With LITERAL+ Dovecot 2.3 then reads the message's own
+    /// lines as commands (seen as "a reply for the unknown tag To:").
+    static func mayBeRefusedForKeywords(_ flags: [Flag]) -> Bool {
+        flags.contains { $0.isKeyword && $0.name.utf8.count > batchedKeywordLimit }
+    }
+
     /// True for a refusal of the command itself (NO) that says nothing about
     /// the session or the account: with a MULTIAPPEND, possibly caused by
     /// one of its messages only. Not BAD, a lost connection, a timeout,
@@ -726,6 +758,7 @@ public final class IMAPStore: MailStore {
                                       "dropped": "\(left.map(\.name))", "reply": "\(lastError)"])
             var plain = message
             plain.flags = message.flags.filter { !$0.isKeyword || keep.contains($0) }
+            plain.synchronizing = Self.mayBeRefusedForKeywords(plain.flags)
             await appendLock.lock()
             let pending: PendingCommand
             do {

@@ -62,6 +62,12 @@ struct CommandEncoderTests {
         #expect(!AppendWriter.messageHeader(tag: "A8", mailbox: .inbox, message: small, options: Self.minus).needsContinuation)
         let binary = AppendWriter.Message(flags: [], internalDate: nil, size: 10, binary: true)
         #expect(String(buffer: AppendWriter.messageHeader(tag: nil, mailbox: .inbox, message: binary, options: Self.plus).parts[0]) == " ~{10+}\r\n")
+        // A message the server may refuse for its command line waits for "+" even with LITERAL+.
+        let risky = AppendWriter.Message(flags: [Flag(String(repeating: "k", count: 60))], internalDate: nil, size: 103, synchronizing: true)
+        for options in [Self.plus, Self.minus, Self.plain] {
+            let h = AppendWriter.messageHeader(tag: "A9", mailbox: .inbox, message: risky, options: options)
+            #expect(h.parts.map { String(buffer: $0) } == ["A9 APPEND INBOX (\(String(repeating: "k", count: 60))) {103}\r\n", ""])
+        }
     }
 
     @Test(arguments: ["01-Jan-2024 00:00:00 +0000", " 1-Feb-1999 23:59:59 -0800", "29-Feb-2024 12:30:45 +0530"])
