@@ -405,6 +405,12 @@ public final class IMAPConnection: Sendable {
         } catch {
             // The literal is cut short: the session cannot be kept in step.
             channel.close(promise: nil)
+            // A write on a connection the peer dropped fails with a socket
+            // error (EPIPE): a lost connection, which a retry may cure.
+            // Errors of the body's own source pass as they are.
+            if error is IOError || error is ChannelError {
+                throw MailNetErrors.map(error, host: settings.host, port: settings.port, during: "sending a message")
+            }
             throw error
         }
         guard sent == message.size else {
