@@ -31,6 +31,11 @@ public enum MailferryExecutable {
         var e = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
                  "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/tmp",
                  "XDG_STATE_HOME": stateHome]
+        // Sanitizer runs (make test-asan/test-tsan) configure the binary too:
+        // the same options and the same leak policy as the test process.
+        for k in ["ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "MAILFERRY_SANITIZER"] {
+            if let v = ProcessInfo.processInfo.environment[k] { e[k] = v }
+        }
         e.merge(extra) { $1 }
         return e
     }
