@@ -156,7 +156,10 @@ public struct MigrationJob: Sendable {
     /// the worker waits for a slot before trying again.
     /// `requeue`: a worker between folders gives its slot back and lets the caller
     /// put the work back (`ConnectionLimitReached`) rather than wait holding it.
-    func openSessions(gate: FlowGate, holdsSlot: Bool = false, requeue: Bool = false) async throws -> Sessions {
+    /// `stillWanted`, checked when this worker's turn to connect comes: false
+    /// ends the wait with `NoWorkLeft` instead of connecting.
+    func openSessions(gate: FlowGate, holdsSlot: Bool = false, requeue: Bool = false,
+                      stillWanted: (@Sendable () -> Bool)? = nil) async throws -> Sessions {
         var attempt = 1
         var throttleStreak = 0
         while true {
@@ -164,7 +167,10 @@ public struct MigrationJob: Sendable {
             var refusedConnections = 1
             do {
                 // Both logins of the pair at once; one pair at a time (see FlowGate.withOpeningTurn).
-                let opened = try await gate.withOpeningTurn { try await self.openPair() }
+                let opened = try await gate.withOpeningTurn { () async throws -> PairOpening in
+                    if let stillWanted, !stillWanted() { throw NoWorkLeft() }
+                    return try await self.openPair()
+                }
                 switch opened {
                 case .success(let s): return s
                 case .failure(let e, let refused):
@@ -365,22 +371,24 @@ public struct MigrationJob: Sendable {
                                 }
                                 holding = true
                             }
-                            guard let (gi, g) = queue.with({ $0.isEmpty ? nil : $0.removeFirst() }) else { break }
-                            var s: Sessions
-                            if let open = sessions {
-                                s = open
-                            } else {
+                            if sessions == nil {
+                                // Connect before taking work: work is never held by a worker
+                                // waiting its turn to connect, and a worker whose turn comes
+                                // when the others have done everything does not connect at all.
+                                guard !queue.with({ $0.isEmpty }) else { break }
                                 do {
-                                    s = try await job.openSessions(gate: gate, holdsSlot: true, requeue: true)
+                                    sessions = try await job.openSessions(gate: gate, holdsSlot: true, requeue: true,
+                                                                          stillWanted: { !queue.with { $0.isEmpty } })
                                 } catch is ConnectionLimitReached {
-                                    // Over the server's connection limit: the work goes back to the
-                                    // queue for a worker that has connections, and this one waits.
-                                    queue.with { $0.insert((gi, g), at: 0) }
+                                    // Over the server's connection limit: the work stays for the
+                                    // workers that have connections, and this one waits for a slot.
                                     holding = false
                                     continue
+                                } catch is NoWorkLeft {
+                                    break
                                 }
                             }
-                            sessions = s
+                            guard var s = sessions, let (gi, g) = queue.with({ $0.isEmpty ? nil : $0.removeFirst() }) else { break }
                             var reps: [FolderReport] = []
                             for pair in g {
                                 reps.append(try await job.runPair(pair, sessions: &s, executor: executor, gate: gate))
@@ -490,6 +498,9 @@ public struct MigrationJob: Sendable {
 
 /// A worker between folders met the server's connection limit and gave its slot back.
 struct ConnectionLimitReached: Error {}
+
+/// A worker's turn to connect came when no work was left.
+struct NoWorkLeft: Error {}
 
 /// For `--dry-run`: reads go to the real state, writes stay in memory and
 /// are thrown away, so a dry run writes nothing anywhere.
