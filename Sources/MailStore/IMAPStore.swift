@@ -588,32 +588,25 @@ public final class IMAPStore: MailStore {
             }
         }
 
+        // A message held in memory can go again without its keywords if the
+        // server refuses it for one of them; a streamed one cannot (its bytes
+        // are gone), it fails as before.
+        let keywordsSent = flags.filter(\.isKeyword)
+        let resendable = keywordsSent.isEmpty ? nil : held
         let pending: PendingCommand
         do {
             pending = try await connection.beginAppend(to: m, message: message, body: hasher)
         } catch {
-            let keywords = flags.filter(\.isKeyword)
-            guard message.synchronizing, let held, !keywords.isEmpty, Self.mayBeKeywordRefusal(error) else {
+            guard message.synchronizing, resendable != nil, Self.mayBeKeywordRefusal(error) else {
                 throw (error as? MailError)?.with(folder: folder) ?? error
             }
             // Refused before its bytes went (it waited for "+"), most likely for a
-            // keyword: it goes again without them once this append has let go of
-            // the append lock, as its confirmation is awaited.
+            // keyword: it goes again without them as its confirmation is awaited,
+            // once this append has let go of the append lock.
             state.withLockedValue { $0.appendCommands += 1 }
-            var plain = MessageHasher()
-            held.withUnsafeReadableBytes { plain.update($0) }
-            let key = plain.finalize()
-            let normalized = plain.normalizedCount
-            let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
-            let logger = self.logger
-            return PendingAppend {
-                let (r, left) = try await self.appendWithoutKeywords(folder: folder, message, bytes: held, keywords: keywords,
-                                                                     sourceID: request.sourceID, refusal: error)
-                let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
-                                                              folder: folder, logger: logger)
-                return AppendResult(id: id, uidValidity: validity, key: key, size: size, droppedFlags: finalDropped + left,
-                                    normalizedSize: normalized)
-            }
+            do { for try await _ in hasher {} } catch {}
+            return finishSingleAppend(.failure(error), folder: folder, message, hasher: hasher, size: size, dropped: dropped,
+                                      keywordsSent: keywordsSent, resendable: resendable, sourceID: request.sourceID)
         }
         state.withLockedValue {
             $0.appendCommands += 1
@@ -653,27 +646,32 @@ public final class IMAPStore: MailStore {
         } catch let e as MailError {
             throw e.with(folder: folder)
         }
+        return finishSingleAppend(.success(pending), folder: folder, message, hasher: hasher, size: size, dropped: dropped,
+                                  keywordsSent: keywordsSent, resendable: resendable, sourceID: request.sourceID)
+    }
+
+    /// The confirmation of a single APPEND whose bytes `hasher` has seen: its
+    /// reply, or (`sent` failed: refused before the bytes) none. A refusal
+    /// that its keywords may have caused sends `resendable` again without them.
+    private func finishSingleAppend(_ sent: Result<PendingCommand, Error>, folder: FolderPath, _ message: AppendWriter.Message,
+                                    hasher: HashingBody, size: Int64, dropped: [Flag], keywordsSent: [Flag],
+                                    resendable: ByteBuffer?, sourceID: String?) -> PendingAppend {
         let key = hasher.finalize()
         let normalized = hasher.normalizedCount
         let uidValidity = state.withLockedValue { $0.uidValidity[folder] }
         let logger = self.logger
-        // A message held in memory can go again without its keywords if the
-        // server refuses it for one of them; a streamed one cannot (its bytes
-        // are gone), it fails as before.
-        let keywordsSent = flags.filter(\.isKeyword)
-        let resendable = keywordsSent.isEmpty ? nil : held
         return PendingAppend {
             var r: CommandResponse
-            var droppedNow = finalDropped
+            var droppedNow = dropped
             do {
-                r = try await pending.response(scope: .message)
+                r = try await sent.get().response(scope: .message)
             } catch {
                 guard let resendable, Self.mayBeKeywordRefusal(error) else {
                     throw (error as? MailError)?.with(folder: folder) ?? error
                 }
                 let left: [Flag]
                 (r, left) = try await self.appendWithoutKeywords(folder: folder, message, bytes: resendable, keywords: keywordsSent,
-                                                                 sourceID: request.sourceID, refusal: error)
+                                                                 sourceID: sourceID, refusal: error)
                 droppedNow += left
             }
             let (id, validity) = AppendBatch.mapAppendUID(r.status.code, index: 0, count: 1, uidValidity: uidValidity,
