@@ -14,6 +14,11 @@ import MailStore
 /// streams on as it is. Otherwise it is spooled and hashed, and its key is
 /// compared with those earlier messages' keys (of the bytes their
 /// destination stored); only an exact match makes it a duplicate.
+///
+/// An earlier look-alike whose copy failed leaves its key unknown: the later
+/// message then waits (`deferred`). Copying it would put the later one's
+/// flags and date where the planner's rule puts the first one's; the next
+/// run, planning with headers against what is now there, tells them apart.
 final class SourceDuplicates: @unchecked Sendable {
     enum Verdict: Sendable {
         /// Copy it: this body (the same bytes, possibly spooled); `info`
@@ -21,6 +26,9 @@ final class SourceDuplicates: @unchecked Sendable {
         case first(MessageBody, info: MessageInfo)
         /// Its key was already copied in this pair.
         case duplicate(key: MessageKey, size: Int64?)
+        /// Not copied in this pass: `earlier`, which may be the same message
+        /// and comes first, failed to copy.
+        case deferred(earlier: MessageID)
     }
 
     private struct Earlier {
@@ -66,20 +74,29 @@ final class SourceDuplicates: @unchecked Sendable {
         let cands = candidates(for: info)
         guard !cands.isEmpty else { return .first(body, info: info) }
         var earlierKeys = Set<MessageKey>()
+        var failed: [MessageID] = []
         for c in cands {
-            if let k = await c.key() { earlierKeys.insert(k) }
+            if let k = await c.key() { earlierKeys.insert(k) } else { failed.append(c.info.id) }
         }
         if let known {
-            return earlierKeys.contains(known) ? .duplicate(key: known, size: nil) : .first(body, info: info)
+            if earlierKeys.contains(known) { return .duplicate(key: known, size: nil) }
+            if let f = failed.first { return .deferred(earlier: f) }
+            return .first(body, info: info)
         }
-        guard !earlierKeys.isEmpty else { return .first(body, info: info) }
+        guard !earlierKeys.isEmpty || !failed.isEmpty else { return .first(body, info: info) }
         // Its key decides: read it once into a spool (memory, or an unlinked
         // file past 4 MB), hashing on the way; the spool is what gets copied.
         let tap = HashTap()
         let spooled = try await SpooledBody.spool(tap.wrap(body))
         let key = tap.key
         if earlierKeys.contains(key) { return .duplicate(key: key, size: tap.size) }
+        if let f = failed.first { return .deferred(earlier: f) }
         return .first(spooled.body, info: info)
+    }
+
+    /// Remembers a message whose copy failed before it reached the destination.
+    func recordFailed(_ info: MessageInfo) {
+        insert(Earlier(info: info, key: { nil }))
     }
 
     /// Remembers a message handed to the destination: its key is the one
@@ -92,10 +109,14 @@ final class SourceDuplicates: @unchecked Sendable {
             guard let tap else { return r.key }
             return r.key == tap.key || rewrites ? tap.key : nil
         }
+        insert(Earlier(info: info, key: key))
+    }
+
+    private func insert(_ e: Earlier) {
         lock.withLock {
             let i = earlier.count
-            earlier.append(Earlier(info: info, key: key))
-            if let id = info.headers?.messageID {
+            earlier.append(e)
+            if let id = e.info.headers?.messageID {
                 byMessageID[Planner.squeeze(id), default: []].append(i)
             } else {
                 wild.append(i)

@@ -141,7 +141,8 @@ struct DovecotMigrationTests {
         let refUser = f.makeUser(prefix: "crash-ref")
         let refState = MemoryStateStore()
         _ = try await Self.job(Self.imap(f, from), Self.imap(f, refUser), state: refState).run()
-        let effects = try refState.journal().count
+        // Intents written ahead and closed unused (abandoned) had no effect.
+        let effects = try refState.journal().filter { $0.status != .abandoned }.count
         func view(_ user: String) throws -> [String] {
             try ["INBOX", "Sub/Été"].flatMap { folder in
                 try f.messages(user: user, folder: folder).map { "\(folder) \(MessageKey.of($0.bytes).short) \($0.flags)" }

@@ -89,7 +89,9 @@ private func fill(_ root: String, _ messages: [(FolderPath, [UInt8], Flags)]) as
         let refState = MemoryStateStore()
         _ = try await localJob(src, refDst, state: refState).run()
         let expected = try await contents(of: try MaildirStore(root: refDst, create: false))
-        let effects = try refState.journal().count
+        // Effects done: intents written ahead for messages the copy then
+        // found to be duplicates are closed unused (abandoned).
+        let effects = try refState.journal().filter { $0.status != .abandoned }.count
         #expect(effects >= 9)
 
         for n in 1...effects {

@@ -92,6 +92,38 @@ struct SourceDuplicatesTests {
         #expect(dst.messages(in: .inbox).count == unique.count)
     }
 
+    /// When the first message of a key fails to copy, a later look-alike is
+    /// not copied in its place (the planner's rule: the first of each key is
+    /// the one copied): it waits, named in the report, and the next run,
+    /// planning with headers against what is now there, copies the first.
+    @Test func aLaterLookAlikeWaitsWhenTheFirstOneFailsToCopy() async throws {
+        let src = MemoryServer(kind: .pop3, name: "pop", capabilities: [.delete, .persistentIDs, .headersPerMessage])
+        let a = makeMessage(1)
+        src.add(a)
+        src.add(makeMessage(2))
+        src.add(a)
+        let dst = emptyDestination()
+        let refusals = Locked(1)
+        dst.faults.refuseAppend = { bytes in
+            MessageKey.of(bytes) == MessageKey.of(a) && refusals.with { n in defer { n -= 1 }; return n > 0 }
+        }
+        let state = try SQLiteStateStore(path: tempStatePath())
+        defer { state.close() }
+        let first = try await job(src, dst, state: state).run()
+        #expect(first.exitCode != 0, "two messages were not copied")
+        #expect(dst.messages(in: .inbox).count == 1, "only the other message")
+        let waited = first.failures.filter { $0.reason.contains("the next run tells them apart") }
+        #expect(waited.count == 1, "the later look-alike is named: \(first.failures)")
+        #expect(first.failures.count == 2)
+        #expect(first.totals.copied == 1)
+
+        let second = try await job(src, dst, state: state).run()
+        #expect(second.exitCode == 0, "\(second.failures)")
+        #expect(dst.messages(in: .inbox).filter { $0.key == MessageKey.of(a) }.count == 1)
+        #expect(second.totals.copied == 1)
+        #expect(second.totals.verified == 3)
+    }
+
     @Test func thePlannerLeavesSourceDuplicatesToTheCopyWhenAsked() {
         let a = MessageInfo(id: MessageID("1"), size: 100)
         let b = MessageInfo(id: MessageID("2"), size: 100)
