@@ -453,7 +453,7 @@ class Bench:
             d = os.path.join(self.work, "runs", "probe-" + proto.lower())
             os.makedirs(d, exist_ok=True)
             argv = [exe, "migrate", "--from", url, "--to", "maildir:" + d + "/md",
-                    "--state", d + "/state.sqlite", "--json"] + self.mf_common()
+                    "--state", d + "/state.sqlite", "--json"] + self.mf_common(url, "maildir:")
             try:
                 r = subprocess.run(argv, env=self.base_env(), capture_output=True, text=True, timeout=60)
             except subprocess.TimeoutExpired:
@@ -471,10 +471,16 @@ class Bench:
                 want, proto, exit_text(r.returncode), got, want, (": " + line[:200]) if line else ""))
         return "; ".join(whys)
 
-    def mf_common(self):
+    def mf_common(self, src="", dst=""):
+        """Options every mailferry run gets; with BENCH_TLS=none, plaintext for the
+        network ends only (mailferry refuses --to-tls for a maildir: destination)."""
         a = ["--ca-file", self.fx.ca_file]
         if self.tls == "none":
-            a += ["--from-tls", "none", "--to-tls", "none"]
+            net = ("imap://", "pop3://")
+            if src.startswith(net):
+                a += ["--from-tls", "none"]
+            if dst.startswith(net):
+                a += ["--to-tls", "none"]
         return a
 
     # --- cases -----------------------------------------------------------------------
@@ -511,7 +517,7 @@ class Bench:
             src = {"pop3": "pop3://src-pop@%s:%d" % (phost, pport),
                    "imap": "imap://%s@%s:%d" % ("src-big" if pid == "big-imap-imap" else "src-imap", ihost, iport)}
             common = ["--state", rdir + "/state.sqlite", "--json", "--report", rdir + "/report.json",
-                      "--parallel", str(self.parallel)] + self.mf_common()
+                      "--parallel", str(self.parallel)]
             if pid in ("pop3-imap", "imap-imap", "archive-imap", "big-imap-imap"):
                 dst = "imap://%s@%s:%d" % (dst_user, ihost, iport)
                 verify = lambda: self.fx.count(dst_user)  # noqa: E731
@@ -521,15 +527,17 @@ class Bench:
                 verify = lambda: count_maildir(rdir + "/maildir")  # noqa: E731
             if pid == "imap-archive":
                 archive = rdir + "/archive"
-                argv = [exe, "backup", "--from", src["imap"], "--to", "archive:" + archive, "--compression", "zstd"] + common
+                argv = [exe, "backup", "--from", src["imap"], "--to", "archive:" + archive, "--compression", "zstd"] + common \
+                    + self.mf_common(src["imap"], "archive:")
                 verify = lambda: self.verify_archive(archive)  # noqa: E731
             elif pid == "archive-imap":
                 archive = self.last_archive.get(rnd)
                 if not archive or not os.path.exists(archive):
                     return None, "skipped: needs this round's IMAP -> archive volume, and that run failed"
-                argv = [exe, "restore", "--from", "archive:" + archive, "--to", dst] + common
+                argv = [exe, "restore", "--from", "archive:" + archive, "--to", dst] + common + self.mf_common("archive:", dst)
             else:
-                argv = [exe, "migrate", "--from", src["pop3" if pid.startswith("pop3") else "imap"], "--to", dst] + common
+                s_url = src["pop3" if pid.startswith("pop3") else "imap"]
+                argv = [exe, "migrate", "--from", s_url, "--to", dst] + common + self.mf_common(s_url, dst)
             return {"argv": argv, "env": env, "verify": verify, "outputs": outputs, "noop": True}, None
         if tool == "mbsync":
             os.makedirs(rdir + "/syncstate", exist_ok=True)

@@ -165,5 +165,18 @@ class CounterTests(unittest.TestCase):
         self.assertEqual(bench.exit_text(-9), "killed by signal 9")
 
 
+class OptionTests(unittest.TestCase):
+    def test_plaintext_applies_to_network_ends_only(self):
+        b = bench.Bench.__new__(bench.Bench)
+        b.fx = type("Fx", (), {"ca_file": "/ca.pem"})()
+        b.tls = "none"
+        self.assertEqual(b.mf_common("imap://u@h:1", "maildir:/d"), ["--ca-file", "/ca.pem", "--from-tls", "none"])
+        self.assertEqual(b.mf_common("archive:/a", "imap://u@h:1"), ["--ca-file", "/ca.pem", "--to-tls", "none"])
+        self.assertEqual(b.mf_common("pop3://u@h:1", "imap://u@h:1"),
+                         ["--ca-file", "/ca.pem", "--from-tls", "none", "--to-tls", "none"])
+        b.tls = "starttls"
+        self.assertEqual(b.mf_common("imap://u@h:1", "imap://u@h:1"), ["--ca-file", "/ca.pem"])
+
+
 if __name__ == "__main__":
     unittest.main()
