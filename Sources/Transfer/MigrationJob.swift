@@ -57,7 +57,7 @@ public struct MigrationJob: Sendable {
         executor.flow = gate
         do {
             let plan = try await withRetry("folder list", sessions: &control, gate: gate) { s in
-                try await planFolders(s, counts: executor.sourceCounts)
+                try await planFolders(s, counts: executor.sourceCounts, listed: executor.listed)
             }
             report.with { rep in
                 for s in plan.skipped {
@@ -257,14 +257,17 @@ public struct MigrationJob: Sendable {
     }
 
     /// `counts`, when given, gets the source folders' message counts (IMAP
-    /// LIST-STATUS) for the executor's unchanged-folder check.
-    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil) async throws -> FolderPlan {
+    /// LIST-STATUS) for the executor's unchanged-folder check; `listed`, both
+    /// sides' folder listings (their statuses spare unchanged folders a SELECT).
+    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil,
+                     listed: Locked<ListedFolders>? = nil) async throws -> FolderPlan {
         let sf = try await s.source.folders()
         counts?.with { c in
             c = [:]
             for f in sf { if let n = f.messageCount { c[f.path] = n } }
         }
         let df = try await s.destination.folders()
+        listed?.with { $0 = ListedFolders(source: sf, destination: df) }
         return try Planner.planFolders(source: sf, destination: df, selection: options.selection,
                                        sourceHasFolders: s.source.capabilities.contains(.folders))
     }
@@ -340,7 +343,13 @@ public struct MigrationJob: Sendable {
         }
         let queue = Locked(groups.enumerated().map { $0 })
         let results = Locked([Int: [FolderReport]]())
-        let workers = min(options.parallel, max(1, groups.count))
+        // Groups the folder listings show unchanged take the control sessions
+        // moments each: only the others are worth a worker's connections.
+        let quiet = try groups.filter { g in try g.allSatisfy { try forecastUnchanged($0, executor: executor) } }.count
+        let workers = min(options.parallel, max(1, groups.count - quiet))
+        if quiet > 0 {
+            logger.debug("\(quiet) of \(groups.count) folder group(s) unchanged by their listed status; \(workers) worker(s)")
+        }
         let first = control
         let job = self
         let finalControl = Locked<Sessions?>(nil)
@@ -419,6 +428,16 @@ public struct MigrationJob: Sendable {
         }
         if let c = finalControl.get { control = c }
         return results.get.sorted { $0.key < $1.key }.flatMap(\.value)
+    }
+
+    /// The forecast of `ListedStatus.forecastUnchanged` for one pair, from
+    /// this run's folder listings and the saved marks.
+    func forecastUnchanged(_ pair: FolderPair, executor: Executor) throws -> Bool {
+        let l = executor.listed.get
+        guard let s = l.source[pair.source], let d = l.destination[pair.destination] else { return false }
+        return ListedStatus.forecastUnchanged(source: s, sourceMark: try executor.state.mark(.source, pair.source),
+                                              destination: d, destinationMark: try executor.state.mark(.destination, pair.destination),
+                                              propagateFlags: options.propagateFlags, deleteSource: options.deleteSource)
     }
 
     /// One pair: copy (with retries), verify, delete verified source messages.
