@@ -103,11 +103,22 @@ public final class SQLiteStateStore: StateStore, @unchecked Sendable {
         }
     }
 
-    /// Releases the job lock and closes the database.
+    /// Releases the job lock and closes the database. The write-ahead log is
+    /// folded into the database and emptied first: the next run's open then
+    /// has no log to replay (it did so twice, for the read-only check and for
+    /// the pool: about 4 MB after a 5,000-message run, on every re-run).
     public func close() {
+        let first = closing.withLock { () -> Bool in
+            defer { closed = true }
+            return !closed
+        }
+        if first { try? pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") } }
         try? pool.close()
         lock.release()
     }
+
+    private let closing = NSLock()
+    private var closed = false
 
     deinit { lock.release() }
 

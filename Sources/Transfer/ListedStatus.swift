@@ -31,10 +31,12 @@ enum ListedStatus {
     /// One folder is as the last run left it: the listing gave its
     /// UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, the state saved all three, and
     /// they are equal. (Nothing new: UIDNEXT; no flag change or expunge:
-    /// HIGHESTMODSEQ, under QRESYNC; the same ids: UIDVALIDITY.)
+    /// HIGHESTMODSEQ, under QRESYNC; the same ids: UIDVALIDITY.) A
+    /// HIGHESTMODSEQ of 0 is a folder without mod-sequences (RFC 7162): it
+    /// cannot tell, whatever was saved.
     static func unchanged(listed: FolderValidity?, saved: FolderMark?) -> Bool {
-        guard let l = listed, let s = saved?.validity,
-              l.uidValidity != nil, l.uidNext != nil, l.highestModSeq != nil else { return false }
+        guard let l = listed, let s = saved?.validity, l.uidValidity != nil, l.uidNext != nil,
+              let modSeq = l.highestModSeq, modSeq != 0 else { return false }
         return l == s
     }
 

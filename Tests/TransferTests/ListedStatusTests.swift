@@ -30,6 +30,7 @@ let listedCases: [ListedCase] = [
     ListedCase(name: "the listing gave no HIGHESTMODSEQ", listed: v(7, 101, nil), saved: v(7, 101, nil), unchanged: false),
     ListedCase(name: "the listing gave no UIDNEXT", listed: v(7, nil, 555), saved: v(7, nil, 555), unchanged: false),
     ListedCase(name: "the listing gave no UIDVALIDITY", listed: v(nil, 101, 555), saved: v(nil, 101, 555), unchanged: false),
+    ListedCase(name: "HIGHESTMODSEQ 0: a folder without mod-sequences cannot tell", listed: v(7, 101, 0), saved: v(7, 101, 0), unchanged: false),
     ListedCase(name: "no saved mark: a first run", listed: v(7, 101, 555), saved: nil, unchanged: false),
     ListedCase(name: "a saved mark without HIGHESTMODSEQ (a server without CONDSTORE then)", listed: v(7, 101, 555), saved: v(7, 101, nil), unchanged: false),
 ]
