@@ -31,6 +31,27 @@ struct DovecotNoOpTests {
           return s }
     }
 
+    final class LogCapture: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _lines: [String] = []
+        func add(_ line: String) { lock.withLock { _lines.append(line) } }
+        var lines: [String] { lock.withLock { _lines } }
+    }
+
+    struct CapturingHandler: LogHandler {
+        let capture: LogCapture
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .debug
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
+                 file: String, function: String, line: UInt) {
+            capture.add("\(level) \(message)")
+        }
+    }
+
     struct Run {
         var report: Report
         var sourceSessions: Int
@@ -41,11 +62,12 @@ struct DovecotNoOpTests {
     }
 
     static func run(_ f: DovecotFixture, _ from: TestAccount, _ to: TestAccount, state: any StateStore,
-                    _ options: MigrationOptions = MigrationOptions(parallel: 4)) async throws -> Run {
+                    _ options: MigrationOptions = MigrationOptions(parallel: 4),
+                    logger: Logger = DovecotMigrationTests.logger) async throws -> Run {
         let src = Opened()
         let dst = Opened()
         let job = MigrationJob(source: imap(f, from, src), destination: imap(f, to, dst), options: options, state: state,
-                               logger: DovecotMigrationTests.logger)
+                               logger: logger)
         let report = try await job.run()
         #expect(report.exitCode == 0, "\(report.failures.prefix(5))")
         return Run(report: report, sourceSessions: src.count, destinationSessions: dst.count,
@@ -135,6 +157,46 @@ struct DovecotNoOpTests {
         #expect(recreated.report.totals.verified == 10)
         try await Self.expectQuiet(f, from, to, state: state, total: 10, "after a UIDVALIDITY change")
         #expect(try Self.keys(f, to.user, "Work").count == 4, "nothing duplicated")
+    }
+
+    /// Folders the listings show unchanged but the state cannot vouch for (a
+    /// known row lost in each): the helper without connections hands back
+    /// those it takes, the control sessions list them, nothing is copied and
+    /// the rows are learnt again.
+    @Test func quietLookingPairsThatNeedTheServerAreHandedToTheControlSessions() async throws {
+        let f = try DovecotFixture.shared()
+        let from = f.makeUser(prefix: "noop3-src")
+        let to = f.makeUser(prefix: "noop3-dst")
+        let folders = ["INBOX", "Work", "Travel", "Receipts", "Lists/a", "Lists/b"]
+        for (i, folder) in folders.enumerated() {
+            try f.seed(user: from.user, folder: folder, messages: (1...2).map { SeedMessage(makeMessage(i * 10 + $0)) })
+        }
+        let state = try SQLiteStateStore(path: tempStatePath())
+        defer { state.close() }
+        #expect(try await Self.run(f, from, to, state: state).report.totals.copied == 12)
+        try await Self.expectQuiet(f, from, to, state: state, total: 12, "after the first copy")
+
+        var before: [FolderPath: [MessageKey]] = [:]
+        for name in folders {
+            let folder = FolderPath(name)!
+            let known = try state.known(.source, in: folder)
+            before[folder] = known.map(\.key).sorted()
+            try state.forget(.source, in: folder, ids: [known[0].id])
+        }
+        let log = LogCapture()
+        var logger = Logger(label: "test.noop") { _ in CapturingHandler(capture: log) }
+        logger.logLevel = .debug
+        let handedBack = try await Self.run(f, from, to, state: state, logger: logger)
+        #expect(handedBack.report.totals.copied == 0)
+        #expect(handedBack.report.totals.verified == 12)
+        #expect(handedBack.sourceSelects > 0, "the folders are listed by the control sessions")
+        #expect(handedBack.sourceSessions == 1 && handedBack.destinationSessions == 1)
+        #expect(log.lines.contains { $0.contains("need the server after all") }, "the helper handed pairs back")
+        for (folder, keys) in before {
+            #expect(try state.known(.source, in: folder).map(\.key).sorted() == keys, "\(folder): the lost row is learnt again")
+        }
+        #expect(try Self.keys(f, to.user, "Work").count == 2, "nothing duplicated")
+        try await Self.expectQuiet(f, from, to, state: state, total: 12, "after the lost rows are learnt")
     }
 
     /// Two source folders into one destination folder: the destination's
