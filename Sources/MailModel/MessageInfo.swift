@@ -61,14 +61,20 @@ public struct FolderInfo: Hashable, Sendable, Codable {
     public var selectable: Bool
     public var messageCount: Int?
     public var totalSize: Int64?
+    /// The folder's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ as the folder
+    /// listing gave them (IMAP LIST-STATUS), only when the store tracks
+    /// changes well enough that they say what a SELECT would (QRESYNC: an
+    /// expunge raises HIGHESTMODSEQ). nil: the listing does not tell.
+    public var validity: FolderValidity?
 
     public init(path: FolderPath, role: FolderRole? = nil, selectable: Bool = true,
-                messageCount: Int? = nil, totalSize: Int64? = nil) {
+                messageCount: Int? = nil, totalSize: Int64? = nil, validity: FolderValidity? = nil) {
         self.path = path
         self.role = role
         self.selectable = selectable
         self.messageCount = messageCount
         self.totalSize = totalSize
+        self.validity = validity
     }
 }
 

@@ -23,17 +23,28 @@ public struct MessageKey: Hashable, Sendable, Comparable, Codable, CustomStringC
 
     /// Parses 64 lower- or upper-case hex digits.
     public init?(hex: String) {
-        let utf8 = Array(hex.utf8)
-        guard utf8.count == 64 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(32)
-        var i = 0
-        while i < 64 {
-            guard let hi = Self.nibble(utf8[i]), let lo = Self.nibble(utf8[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
+        func parse(_ utf8: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+            guard utf8.count == 64 else { return nil }
+            var out = [UInt8]()
+            out.reserveCapacity(32)
+            var i = 0
+            while i < 64 {
+                guard let hi = Self.nibble(utf8[i]), let lo = Self.nibble(utf8[i + 1]) else { return nil }
+                out.append(hi << 4 | lo)
+                i += 2
+            }
+            return out
         }
+        var hex = hex
+        // Native strings are contiguous: no copy of the digits first.
+        guard let out = hex.withUTF8(parse) else { return nil }
         self.bytes = out
+    }
+
+    /// The digest bytes at once (the synthesised hash fed them one by one;
+    /// state reads and plans put thousands of keys in sets and dictionaries).
+    public func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 
     private static func nibble(_ c: UInt8) -> UInt8? {

@@ -15,15 +15,21 @@ public enum MailTLS {
     /// Contexts are cached per CA file (path, size, mtime, inode): building
     /// one reads and parses the system trust store, which a run with eight
     /// connections did eight times (7% of a no-op run's CPU).
+    /// Connections that open at once (a run's source and destination) wait
+    /// for one build rather than each making its own.
     public static func makeClientContext(caFile: String?) throws -> NIOSSLContext {
         let cacheKey = contextCacheKey(caFile)
         if let cacheKey, let cached = contextCache.withLockedValue({ $0[cacheKey] }) { return cached }
-        let context = try buildClientContext(caFile: caFile)
-        if let cacheKey { contextCache.withLockedValue { $0[cacheKey] = context } }
-        return context
+        return try buildLock.withLock {
+            if let cacheKey, let cached = contextCache.withLockedValue({ $0[cacheKey] }) { return cached }
+            let context = try buildClientContext(caFile: caFile)
+            if let cacheKey { contextCache.withLockedValue { $0[cacheKey] = context } }
+            return context
+        }
     }
 
     private static let contextCache = NIOLockedValueBox<[String: NIOSSLContext]>([:])
+    private static let buildLock = NIOLock()
 
     /// nil when the CA file cannot be examined (the build then reports why).
     private static func contextCacheKey(_ caFile: String?) -> String? {

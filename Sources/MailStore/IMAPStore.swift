@@ -92,6 +92,8 @@ public final class IMAPStore: MailStore {
         var openBatch: AppendBatch?
         var appendCommands = 0
         var appendedMessages = 0
+        /// SELECT and EXAMINE commands sent.
+        var selects = 0
         /// Messages per MULTIAPPEND for now (see `lingerThenClose`); nil: the option's bound.
         var batchLimit: Int?
         /// Folders where a MULTIAPPEND was refused this session: their
@@ -109,6 +111,10 @@ public final class IMAPStore: MailStore {
     public var appendCounts: (commands: Int, messages: Int) {
         state.withLockedValue { ($0.appendCommands, $0.appendedMessages) }
     }
+
+    /// SELECT and EXAMINE commands sent this session. For measurements and
+    /// tests (a re-run that finds nothing changed selects no folder).
+    public var selectCount: Int { state.withLockedValue { $0.selects } }
 
     /// Serialises everything that writes an APPEND's bytes (the outbound
     /// stream belongs to one open APPEND at a time).
@@ -182,8 +188,13 @@ public final class IMAPStore: MailStore {
         let specialUse = connection.has(.specialUse)
         let listStatus = connection.has(.listStatus)
         var statusItems: [MailboxStatus.Item] = []
+        // With QRESYNC enabled, UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ (which an
+        // expunge raises too) say whether a folder changed as a SELECT would:
+        // a re-run that finds them as it left them need not select the folder.
+        let tracksChanges = listStatus && connection.enabled.contains(.qresync)
         if listStatus {
             statusItems = [.messages]
+            if tracksChanges { statusItems += [.uidValidity, .uidNext, .highestModSeq] }
             if connection.has(Capability("STATUS=SIZE")) { statusItems.append(.size) }
         }
         let r = try await connection.execute(.list(reference: MailboxName(bytes: []), pattern: "*", specialUse: specialUse,
@@ -197,11 +208,16 @@ public final class IMAPStore: MailStore {
             if item.hasAttribute("\\NonExistent") { continue }
             seen.insert(path)
             let status = statuses[item.name]
+            var validity: FolderValidity?
+            if tracksChanges, let v = status?.uidValidity, let n = status?.uidNext, let m = status?.highestModSeq {
+                validity = FolderValidity(uidValidity: UInt64(v), uidNext: UInt64(n), highestModSeq: m)
+            }
             out.append(FolderInfo(path: path,
                                   role: IMAPFolderMap.role(attributes: item.attributes, path: path, serverHasSpecialUse: specialUse),
                                   selectable: item.isSelectable,
                                   messageCount: status?.messages.map(Int.init),
-                                  totalSize: status?.size.map { Int64($0) }))
+                                  totalSize: status?.size.map { Int64($0) },
+                                  validity: validity))
         }
         // Parents that exist only implicitly (a server that lists "a/b" without "a").
         for f in out {
@@ -242,7 +258,10 @@ public final class IMAPStore: MailStore {
         let cmd: Command = readOnly ? .examine(m) : .select(m)
         let r: CommandResponse
         do {
-            state.withLockedValue { $0.selected = nil }
+            state.withLockedValue {
+                $0.selected = nil
+                $0.selects += 1
+            }
             r = try await connection.execute(cmd, scope: .folder)
         } catch let e as MailError {
             throw e.with(folder: folder)

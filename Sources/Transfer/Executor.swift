@@ -44,6 +44,9 @@ struct Executor: Sendable {
     /// Source folders' message counts as the folder listing gave them (IMAP
     /// LIST-STATUS), for `unchangedSinceLastRun`.
     var sourceCounts = Locked([FolderPath: Int]())
+    /// Both sides' folder listings of this run, for `unchangedSinceLastRun`:
+    /// a folder whose listed status is the saved one is not selected.
+    var listed = Locked(ListedFolders())
     /// The job's flow control: told of every message moved (clean progress).
     var flow: FlowGate? = nil
 
@@ -194,10 +197,15 @@ struct Executor: Sendable {
     /// UIDNEXT and HIGHESTMODSEQ are the ones saved, the state knows a key for
     /// every source message (as many as the folder holds, by LIST-STATUS) and finds each of
     /// those keys in the destination, and no append to this pair is left open.
-    /// Two SELECTs then replace two full listings; anything else (or a
-    /// server that cannot say) gives nil and the full way.
+    /// Two SELECTs then replace two full listings, and none is needed for a
+    /// folder whose LIST-STATUS of this run (`listed`, used once per folder)
+    /// already gave the saved UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ.
+    /// Anything else (or a server that cannot say) gives nil and the full way.
     func unchangedSinceLastRun(_ pair: FolderPair, _ s: Sessions, _ src: Stored, _ dst: Stored,
                                planOptions: PlanOptions) async throws -> Resolved? {
+        // Taken whether used or not: a later look at these folders in this run
+        // (a retry, a re-resolve, the next pair into the same destination) selects.
+        let status = listed.with { $0.take(pair) }
         func tracked(_ m: FolderMark?) -> FolderValidity? {
             guard let v = m?.validity, v.uidValidity != nil, v.uidNext != nil, v.highestModSeq != nil else { return nil }
             return v
@@ -222,10 +230,16 @@ struct Executor: Sendable {
         func unchanged(_ l: FolderListing, _ v: FolderValidity) -> Bool {
             l.isIncremental && l.messages.isEmpty && l.vanished.isEmpty && l.validity == v
         }
-        let sl = try await s.source.listMessages(in: pair.source, options: ListOptions(changedSince: sv))
-        guard unchanged(sl, sv) else { return nil }
-        let dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(changedSince: dv))
-        guard unchanged(dl, dv) else { return nil }
+        let sourceListed = ListedStatus.unchanged(listed: status.source?.validity, saved: src.mark)
+        if !sourceListed {
+            let sl = try await s.source.listMessages(in: pair.source, options: ListOptions(changedSince: sv))
+            guard unchanged(sl, sv) else { return nil }
+        }
+        let destinationListed = ListedStatus.unchanged(listed: status.destination?.validity, saved: dst.mark)
+        if !destinationListed {
+            let dl = try await s.destination.listMessages(in: pair.destination, options: ListOptions(changedSince: dv))
+            guard unchanged(dl, dv) else { return nil }
+        }
         // The listings the full way would give, as far as planning needs them.
         let source = FolderListing(folder: pair.source, validity: sv,
                                    messages: srcKnown.map { MessageInfo(id: $0.id, size: $0.size) })
@@ -247,7 +261,7 @@ struct Executor: Sendable {
             default: return false
             }
         }) else { return nil }
-        logger.debug("\(pair.source) -> \(pair.destination): unchanged since the last run (UIDNEXT, HIGHESTMODSEQ)")
+        logger.debug("\(pair.source) -> \(pair.destination): unchanged since the last run (UIDNEXT, HIGHESTMODSEQ\(sourceListed && destinationListed ? " in the folder listings" : ""))")
         return Resolved(input: input, actions: actions, sourceExists: true, destinationExists: true)
     }
 

@@ -57,7 +57,7 @@ public struct MigrationJob: Sendable {
         executor.flow = gate
         do {
             let plan = try await withRetry("folder list", sessions: &control, gate: gate) { s in
-                try await planFolders(s, counts: executor.sourceCounts)
+                try await planFolders(s, counts: executor.sourceCounts, listed: executor.listed)
             }
             report.with { rep in
                 for s in plan.skipped {
@@ -257,14 +257,17 @@ public struct MigrationJob: Sendable {
     }
 
     /// `counts`, when given, gets the source folders' message counts (IMAP
-    /// LIST-STATUS) for the executor's unchanged-folder check.
-    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil) async throws -> FolderPlan {
+    /// LIST-STATUS) for the executor's unchanged-folder check; `listed`, both
+    /// sides' folder listings (their statuses spare unchanged folders a SELECT).
+    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil,
+                     listed: Locked<ListedFolders>? = nil) async throws -> FolderPlan {
         let sf = try await s.source.folders()
         counts?.with { c in
             c = [:]
             for f in sf { if let n = f.messageCount { c[f.path] = n } }
         }
         let df = try await s.destination.folders()
+        listed?.with { $0 = ListedFolders(source: sf, destination: df) }
         return try Planner.planFolders(source: sf, destination: df, selection: options.selection,
                                        sourceHasFolders: s.source.capabilities.contains(.folders))
     }
@@ -340,7 +343,22 @@ public struct MigrationJob: Sendable {
         }
         let queue = Locked(groups.enumerated().map { $0 })
         let results = Locked([Int: [FolderReport]]())
-        let workers = min(options.parallel, max(1, groups.count))
+        // Groups the folder listings show unchanged take the control sessions
+        // moments each: only the others are worth a worker's connections.
+        let quietGroups = try groups.map { g in try g.allSatisfy { try forecastUnchanged($0, executor: executor) } }
+        let quiet = quietGroups.filter { $0 }.count
+        let workers = min(options.parallel, max(1, groups.count - quiet))
+        // Quiet groups of one pair need no command to the server when they are
+        // what they seem (the state decides them): with --parallel above 1, a
+        // helper without connections works them on another core beside the
+        // connected workers, and leaves any that need the server after all
+        // (`NeedsConnection`, thrown before any effect) for the control sessions.
+        let offline = options.parallel > 1
+            ? Set(quietGroups.indices.filter { quietGroups[$0] && groups[$0].count == 1 }) : []
+        let leftovers = Locked([(Int, [FolderPair])]())
+        if quiet > 0 {
+            logger.debug("\(quiet) of \(groups.count) folder group(s) unchanged by their listed status; \(workers) worker(s)\(offline.count > 1 ? " and a helper" : "")")
+        }
         let first = control
         let job = self
         let finalControl = Locked<Sessions?>(nil)
@@ -348,6 +366,25 @@ public struct MigrationJob: Sendable {
         // connections and slots must agree for connection limits to be read right.
         let firstHolds = gate.tryAcquire()
         try await withThrowingTaskGroup(of: Void.self) { group in
+            if offline.count > 1 {
+                let local = Sessions(source: OfflineStore(first.source), destination: OfflineStore(first.destination))
+                group.addTask {
+                    while let (gi, g) = queue.with({ q -> (Int, [FolderPair])? in
+                        guard let i = q.firstIndex(where: { offline.contains($0.offset) }) else { return nil }
+                        return q.remove(at: i)
+                    }) {
+                        var s = local
+                        do {
+                            let rep = try await job.runPair(g[0], sessions: &s, executor: executor, gate: gate)
+                            results.with { $0[gi] = [rep] }
+                        } catch is NeedsConnection {
+                            leftovers.with { $0.append((gi, g)) }
+                        }
+                        // A retry may have swapped in sessions of its own: not kept.
+                        if !(s.source is OfflineStore && s.destination is OfflineStore) { await s.close() }
+                    }
+                }
+            }
             for w in 0..<workers {
                 group.addTask {
                     // Worker 0 starts with the control sessions; the others open their own once they have work.
@@ -418,7 +455,37 @@ public struct MigrationJob: Sendable {
             try await group.waitForAll()
         }
         if let c = finalControl.get { control = c }
+        let left = leftovers.get.sorted { $0.0 < $1.0 }
+        if !left.isEmpty {
+            logger.debug("\(left.count) folder pair(s) the listings showed unchanged need the server after all")
+            if finalControl.get == nil {
+                // The control sessions were given back (parallelism lowered): new ones.
+                control = try await openSessions(gate: gate)
+            }
+            try await gate.acquire()
+            do {
+                for (gi, g) in left {
+                    var reps: [FolderReport] = []
+                    for pair in g { reps.append(try await runPair(pair, sessions: &control, executor: executor, gate: gate)) }
+                    results.with { $0[gi] = reps }
+                }
+            } catch {
+                gate.release()
+                throw error
+            }
+            gate.release()
+        }
         return results.get.sorted { $0.key < $1.key }.flatMap(\.value)
+    }
+
+    /// The forecast of `ListedStatus.forecastUnchanged` for one pair, from
+    /// this run's folder listings and the saved marks.
+    func forecastUnchanged(_ pair: FolderPair, executor: Executor) throws -> Bool {
+        let l = executor.listed.get
+        guard let s = l.source[pair.source], let d = l.destination[pair.destination] else { return false }
+        return ListedStatus.forecastUnchanged(source: s, sourceMark: try executor.state.mark(.source, pair.source),
+                                              destination: d, destinationMark: try executor.state.mark(.destination, pair.destination),
+                                              propagateFlags: options.propagateFlags, deleteSource: options.deleteSource)
     }
 
     /// One pair: copy (with retries), verify, delete verified source messages.
