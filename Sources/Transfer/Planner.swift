@@ -213,7 +213,10 @@ public enum Planner {
         for d in destination.sorted(by: { $0.path < $1.path }) {
             if let r = d.role, byRole[r] == nil { byRole[r] = d.path }
         }
-        let existing = Set(destination.map(\.path))
+        // A destination folder that cannot hold messages (a container, or a
+        // Maildir whose cur/ a killed run never made) is created: creating
+        // is idempotent, and copying into it as it is fails the folder.
+        let existing = Set(destination.filter(\.selectable).map(\.path))
         var pairs: [FolderPair] = []
         for f in chosen {
             let target: FolderPath

@@ -113,6 +113,25 @@ private func fill(_ root: String, _ messages: [(FolderPath, [UInt8], Flags)]) as
         }
     }
 
+    /// A run killed between making a Maildir folder's directory and its
+    /// cur/ leaves a directory that lists as a container: the next run
+    /// makes it a Maildir again and copies into it (KillTests met this).
+    @Test func aFolderLeftWithoutCurByAKilledRunIsMadeWhole() async throws {
+        let src = tempRoot("halfmade-src")
+        try await fill(src, [(.inbox, makeMessage(1), [.seen]), (FolderPath("Work")!, makeMessage(2), [.seen])])
+        let dst = tempRoot("halfmade-dst")
+        _ = try MaildirStore(root: dst, create: true)
+        try FileManager.default.createDirectory(atPath: dst + "/Work", withIntermediateDirectories: false)
+        let report = try await localJob(src, dst, state: MemoryStateStore()).run()
+        #expect(report.exitCode == 0, "\(report.failures)")
+        let got = try await contents(of: try MaildirStore(root: dst, create: false))
+        let want = try await contents(of: try MaildirStore(root: src, create: false))
+        #expect(got == want)
+        #expect(got.count == 2)
+        try? FileManager.default.removeItem(atPath: src)
+        try? FileManager.default.removeItem(atPath: dst)
+    }
+
     @Test func memoryStaysFlatWhileABigMessageStreamsThrough() async throws {
         let size = 96 * 1024 * 1024
         let src = GeneratedStore(size: size)
