@@ -7,32 +7,6 @@ import MailTestSupport
 import NIOConcurrencyHelpers
 import Testing
 
-/// Captures every log record (message and metadata) at trace level.
-final class SweepLogCapture: Sendable {
-    let lines = NIOLockedValueBox<[String]>([])
-    var logger: Logger {
-        var l = Logger(label: "sweep") { _ in SweepHandler(capture: self) }
-        l.logLevel = .trace
-        return l
-    }
-    var all: String { lines.withLockedValue { $0.joined(separator: "\n") } }
-}
-
-struct SweepHandler: LogHandler {
-    let capture: SweepLogCapture
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        let m = self.metadata.merging(metadata ?? [:]) { $1 }
-        capture.lines.withLockedValue { $0.append("\(level) \(message) \(m)") }
-    }
-}
-
 /// Issue 9: the password and its SASL encodings never reach a log (at trace
 /// level), an error message or a hint, whichever way the login goes.
 @Suite(.serialized)
@@ -54,13 +28,13 @@ struct SecretSweepTests {
             .stall,
         ])
         defer { Task { await server.stop() } }
-        let capture = SweepLogCapture()
+        let capture = LogCapture()
         let settings = ConnectionSettings(host: server.host, port: server.port, tls: .none,
                                           connectTimeout: .seconds(5), responseTimeout: .seconds(5))
         var errorText = ""
         do {
             _ = try await IMAPConnection.connect(settings: settings, credentials: .password(user: "alice", Self.password),
-                                                 logger: capture.logger)
+                                                 logger: capture.logger(label: "sweep"))
             Issue.record("the login should have been refused")
         } catch let e as MailError {
             errorText = "\(e) \(e.message) \(e.hint ?? "") \(String(reflecting: e))"

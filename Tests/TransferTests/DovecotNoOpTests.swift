@@ -31,26 +31,6 @@ struct DovecotNoOpTests {
           return s }
     }
 
-    final class LogCapture: @unchecked Sendable {
-        private let lock = NSLock()
-        private var _lines: [String] = []
-        func add(_ line: String) { lock.withLock { _lines.append(line) } }
-        var lines: [String] { lock.withLock { _lines } }
-    }
-
-    struct CapturingHandler: LogHandler {
-        let capture: LogCapture
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .debug
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            capture.add("\(event.level) \(event.message)")
-        }
-    }
-
     struct Run {
         var report: Report
         var sourceSessions: Int
@@ -183,8 +163,7 @@ struct DovecotNoOpTests {
             try state.forget(.source, in: folder, ids: [known[0].id])
         }
         let log = LogCapture()
-        var logger = Logger(label: "test.noop") { _ in CapturingHandler(capture: log) }
-        logger.logLevel = .debug
+        let logger = log.logger(label: "test.noop", level: .debug)
         let handedBack = try await Self.run(f, from, to, state: state, logger: logger)
         #expect(handedBack.report.totals.copied == 0)
         #expect(handedBack.report.totals.verified == 12)
