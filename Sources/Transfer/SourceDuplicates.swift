@@ -83,7 +83,11 @@ final class SourceDuplicates: @unchecked Sendable {
             if let f = failed.first { return .deferred(earlier: f) }
             return .first(body, info: info)
         }
-        guard !earlierKeys.isEmpty || !failed.isEmpty else { return .first(body, info: info) }
+        if earlierKeys.isEmpty {
+            // Nothing stored to compare with: it is copied, or waits behind a failed one, unread.
+            if let f = failed.first { return .deferred(earlier: f) }
+            return .first(body, info: info)
+        }
         // Its key decides: read it once into a spool (memory, or an unlinked
         // file past 4 MB), hashing on the way; the spool is what gets copied.
         let tap = HashTap()
