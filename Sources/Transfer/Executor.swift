@@ -41,11 +41,9 @@ struct Executor: Sendable {
     let effects: EffectCounter
     let report: Locked<Report>
     let progress: ProgressTracker
-    /// Source folders' message counts as the folder listing gave them (IMAP
-    /// LIST-STATUS), for `unchangedSinceLastRun`.
-    var sourceCounts = Locked([FolderPath: Int]())
     /// Both sides' folder listings of this run, for `unchangedSinceLastRun`:
-    /// a folder whose listed status is the saved one is not selected.
+    /// the source folders' message counts (IMAP LIST-STATUS), and a folder
+    /// whose listed status is the saved one is not selected.
     var listed = Locked(ListedFolders())
     /// The job's flow control: told of every message moved (clean progress).
     var flow: FlowGate? = nil
@@ -222,7 +220,7 @@ struct Executor: Sendable {
         // As many known as the folder holds (its count, from the folder listing
         // of this run, holds while UIDNEXT and HIGHESTMODSEQ are the saved ones):
         // a message that failed to copy last time has no row, so it is not skipped.
-        guard srcKnown.count == src.known.count, sourceCounts.get[pair.source] == srcKnown.count,
+        guard srcKnown.count == src.known.count, listed.with({ $0.sourceCount(pair.source) }) == srcKnown.count,
               srcKnown.allSatisfy({ dstByKey[$0.key] != nil }) else { return nil }
         guard try !state.openEntries().contains(where: {
             $0.kind == .append && $0.sourceFolder == pair.source && $0.destinationFolder == pair.destination

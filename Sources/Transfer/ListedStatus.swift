@@ -2,28 +2,37 @@ import MailModel
 import SyncState
 
 /// What this run's folder listings (IMAP LIST-STATUS) said about each folder:
-/// with QRESYNC, a folder's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, which
-/// tell whether it changed as well as a SELECT would.
+/// a source folder's message count, and with QRESYNC a folder's UIDVALIDITY,
+/// UIDNEXT and HIGHESTMODSEQ, which tell whether it changed as well as a
+/// SELECT would.
 ///
 /// Each folder's status is handed out once (`take`): it describes the folder
 /// as the run found it, and after a pair has worked on a folder (or tried to,
 /// and is being retried) only a fresh SELECT says what it holds. A
 /// destination that several source folders feed is thus read from its listed
-/// status by the first pair only.
+/// status by the first pair only. The source's message count stays
+/// (`sourceCount`): it is only ever checked beside a status or a SELECT that
+/// shows the folder as saved.
 struct ListedFolders: Sendable {
-    var source: [FolderPath: FolderInfo] = [:]
-    var destination: [FolderPath: FolderInfo] = [:]
+    private(set) var source: [FolderPath: FolderInfo] = [:]
+    private(set) var destination: [FolderPath: FolderInfo] = [:]
+    private var takenSource = Set<FolderPath>()
+    private var takenDestination = Set<FolderPath>()
 
     init(source: [FolderInfo] = [], destination: [FolderInfo] = []) {
         for f in source { self.source[f.path] = f }
         for f in destination { self.destination[f.path] = f }
     }
 
-    /// The pair's two listed statuses, removed so that no later look at
-    /// these folders in this run goes by them.
+    /// The pair's two listed statuses, the first time each folder is asked
+    /// for; nil after that, so that no later look at it in this run goes by them.
     mutating func take(_ pair: FolderPair) -> (source: FolderInfo?, destination: FolderInfo?) {
-        (source.removeValue(forKey: pair.source), destination.removeValue(forKey: pair.destination))
+        (takenSource.insert(pair.source).inserted ? source[pair.source] : nil,
+         takenDestination.insert(pair.destination).inserted ? destination[pair.destination] : nil)
     }
+
+    /// The source folder's message count as listed, if the listing gave it.
+    func sourceCount(_ folder: FolderPath) -> Int? { source[folder]?.messageCount }
 }
 
 /// The pure rules that read "unchanged since the last run" off listed statuses.

@@ -57,7 +57,7 @@ public struct MigrationJob: Sendable {
         executor.flow = gate
         do {
             let plan = try await withRetry("folder list", sessions: &control, gate: gate) { s in
-                try await planFolders(s, counts: executor.sourceCounts, listed: executor.listed)
+                try await planFolders(s, listed: executor.listed)
             }
             report.with { rep in
                 for s in plan.skipped {
@@ -109,7 +109,7 @@ public struct MigrationJob: Sendable {
                                started: started, finished: started, folders: [], headerMatches: [])
         do {
             let plan = try await withRetry("folder list", sessions: &control, gate: gate) { s in
-                try await planFolders(s, counts: executor.sourceCounts)
+                try await planFolders(s, listed: executor.listed)
             }
             for pair in plan.pairs {
                 let v = try await withRetry(pair.source.description, sessions: &control, gate: gate) { s in
@@ -256,16 +256,11 @@ public struct MigrationJob: Sendable {
         return .failure(mail[0], refused: passing.count)
     }
 
-    /// `counts`, when given, gets the source folders' message counts (IMAP
-    /// LIST-STATUS) for the executor's unchanged-folder check; `listed`, both
-    /// sides' folder listings (their statuses spare unchanged folders a SELECT).
-    func planFolders(_ s: Sessions, counts: Locked<[FolderPath: Int]>? = nil,
-                     listed: Locked<ListedFolders>? = nil) async throws -> FolderPlan {
+    /// `listed`, when given, gets both sides' folder listings for the
+    /// executor's unchanged-folder check (the source's message counts, and
+    /// statuses that spare unchanged folders a SELECT).
+    func planFolders(_ s: Sessions, listed: Locked<ListedFolders>? = nil) async throws -> FolderPlan {
         let sf = try await s.source.folders()
-        counts?.with { c in
-            c = [:]
-            for f in sf { if let n = f.messageCount { c[f.path] = n } }
-        }
         let df = try await s.destination.folders()
         listed?.with { $0 = ListedFolders(source: sf, destination: df) }
         return try Planner.planFolders(source: sf, destination: df, selection: options.selection,
